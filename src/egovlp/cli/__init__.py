@@ -1,0 +1,1 @@
+"""Thin command-line front ends: parse arguments, load a config, build objects, run."""

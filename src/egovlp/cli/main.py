@@ -1,0 +1,56 @@
+"""The ``egovlp`` command. Every module in ``egovlp.cli`` with a ``register(subparsers)`` function adds a command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+import egovlp
+from egovlp.errors import EgovlpError
+from egovlp.utils.logging import setup_logging
+
+log = logging.getLogger("egovlp.cli")
+
+
+def _command_modules() -> list[str]:
+    import egovlp.cli as pkg
+
+    return sorted(
+        f"egovlp.cli.{m.name}" for m in pkgutil.iter_modules(pkg.__path__) if m.name not in ("main", "common")
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="egovlp", description=egovlp.__doc__)
+    parser.add_argument("--version", action="version", version=f"egovlp {egovlp.__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _command_modules():
+        module = importlib.import_module(name)
+        if hasattr(module, "register"):
+            module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (EgovlpError, FileNotFoundError) as e:
+        if args.verbose:
+            raise
+        # Errors from user input are reported in one line; --verbose shows the traceback.
+        print(f"egovlp {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Typed configuration: frozen dataclasses are the schema, YAML files are instances.
+
+A config is built in layers, each merged onto the previous one and validated against the schema:
+
+1. the dataclass defaults,
+2. a YAML file (``--config path.yaml``),
+3. ``key.sub=value`` overrides from the command line.
+
+Unknown keys and ill-typed values raise :class:`ConfigError`, which names the offending key, where it came from
+(the YAML path or the command line) and the closest valid keys. Nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from egovlp.errors import ConfigError
+
+T = TypeVar("T")
+
+__all__ = ["ConfigError", "load_config", "merge_into", "to_yaml", "config_to_dict"]
+
+
+def _schema_keys(node: Any, prefix: str = "") -> list[str]:
+    """All dotted keys of a (nested) OmegaConf node."""
+    keys = []
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            full = f"{prefix}{k}"
+            keys.append(full)
+            child = node._get_node(k)
+            if isinstance(child, DictConfig):
+                keys.extend(_schema_keys(child, full + "."))
+    return keys
+
+
+def _suggest(schema: DictConfig, full_key: str) -> str:
+    parent, _, leaf = full_key.rpartition(".")
+    keys = _schema_keys(schema)
+    siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent]
+    close = difflib.get_close_matches(leaf, siblings, n=3, cutoff=0.5)
+    close = [f"{parent}.{c}" if parent else c for c in close]
+    if not close:  # maybe the key exists under another section
+        close = [k for k in keys if k.rpartition(".")[2] == leaf][:3]
+    if not close:
+        close = difflib.get_close_matches(full_key, keys, n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def merge_into(schema: DictConfig, layer: DictConfig | dict, source: str) -> DictConfig:
+    """Merge ``layer`` onto ``schema``; errors name the key, the ``source`` and close matches."""
+    try:
+        return OmegaConf.merge(schema, layer)  # type: ignore[return-value]
+    except ConfigKeyError as e:
+        key = e.full_key or str(e.key)
+        raise ConfigError(f"unknown config key '{key}' (from {source}){_suggest(schema, key)}") from None
+    except OmegaConfBaseException as e:
+        msg = str(e).splitlines()[0]
+        raise ConfigError(f"invalid value for config key '{e.full_key}' (from {source}): {msg}") from None
+
+
+def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"command-line override {item!r} is not of the form key.sub=value")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"cannot parse command-line overrides {list(overrides)}: {e}") from None
+
+
+def _read_yaml(path: str | Path) -> DictConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        conf = OmegaConf.load(path)
+    except Exception as e:  # yaml.YAMLError and friends
+        raise ConfigError(f"cannot parse config file {path}: {e}") from None
+    if not isinstance(conf, DictConfig):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return conf
+
+
+def load_config(
+    schema: type[T],
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    prepare: Callable[[DictConfig, DictConfig], DictConfig] | None = None,
+) -> T:
+    """Build a ``schema`` instance from its defaults, an optional YAML file and ``key=value`` overrides.
+
+    ``prepare(user_layers, base)`` may replace the base schema node before merging, once the user's layers are
+    known (used to start ``model`` from a named architecture in the registry).
+    """
+    base = OmegaConf.structured(schema)
+    layers: list[tuple[DictConfig, str]] = []
+    if path is not None:
+        layers.append((_read_yaml(path), str(path)))
+    if overrides:
+        layers.append((_parse_overrides(overrides), "the command line"))
+    if prepare is not None:
+        user = OmegaConf.merge(*[layer for layer, _ in layers]) if layers else OmegaConf.create({})
+        base = prepare(user, base)
+    conf = base
+    for layer, source in layers:
+        conf = merge_into(conf, layer, source)
+    try:
+        return OmegaConf.to_object(conf)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"incomplete config: {str(e).splitlines()[0]} (key '{e.full_key}')") from None
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """A plain ``dict`` of a config dataclass (nested), for saving and logging."""
+    if dataclasses.is_dataclass(cfg):
+        return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    raise TypeError(f"not a config: {type(cfg).__name__}")
+
+
+def to_yaml(cfg: Any) -> str:
+    """The YAML text of a config dataclass; loading it back with the same schema gives an equal config."""
+    return OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg)))
