@@ -25,14 +25,14 @@ from egovlp.errors import ConfigError
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "load_config", "merge_into", "to_yaml", "config_to_dict"]
+__all__ = ["ConfigError", "config_to_dict", "load_config", "merge_into", "to_yaml"]
 
 
 def _schema_keys(node: Any, prefix: str = "") -> list[str]:
     """All dotted keys of a (nested) OmegaConf node."""
     keys = []
     if isinstance(node, DictConfig):
-        for k in node.keys():
+        for k in node:
             full = f"{prefix}{k}"
             keys.append(full)
             child = node._get_node(k)
@@ -94,9 +94,11 @@ def load_config(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
     prepare: Callable[[DictConfig, DictConfig], DictConfig] | None = None,
+    yaml_text: tuple[str, str] | None = None,
 ) -> T:
     """Build a ``schema`` instance from its defaults, an optional YAML file and ``key=value`` overrides.
 
+    ``yaml_text = (text, source)`` gives YAML held in memory (e.g. embedded in a weight file) instead of ``path``.
     ``prepare(user_layers, base)`` may replace the base schema node before merging, once the user's layers are
     known (used to start ``model`` from a named architecture in the registry).
     """
@@ -104,6 +106,11 @@ def load_config(
     layers: list[tuple[DictConfig, str]] = []
     if path is not None:
         layers.append((_read_yaml(path), str(path)))
+    if yaml_text is not None:
+        conf = OmegaConf.create(yaml_text[0])
+        if not isinstance(conf, DictConfig):
+            raise ConfigError(f"config in {yaml_text[1]} must hold a mapping at the top level")
+        layers.append((conf, yaml_text[1]))
     if overrides:
         layers.append((_parse_overrides(overrides), "the command line"))
     if prepare is not None:
