@@ -120,7 +120,8 @@ def egonce_loss(
     n = text_emb.shape[0]
     mask = positive_mask(n, verb, noun, positives, device=text_emb.device)  # (N, N) bool
     similarity = cosine_similarity_matrix(text_emb, video_emb)  # (N, N) [text, video]
-    logits = similarity.float() / temperature  # float32: the loss is cheap, keep it accurate under autocast
+    # at least float32: the loss is cheap, keep it accurate under autocast (float64 stays float64)
+    logits = similarity.to(torch.promote_types(similarity.dtype, torch.float32)) / temperature
 
     def direction(rows: Tensor) -> Tensor:
         # -mean_i [ logsumexp over positives of row i  -  logsumexp over the whole row i ]

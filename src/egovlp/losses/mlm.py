@@ -25,6 +25,11 @@ __all__ = ["IGNORE_INDEX", "MLMLoss", "global_label_count", "mlm_loss"]
 IGNORE_INDEX = -100
 
 
+def _upcast(x: Tensor) -> Tensor:
+    """Half/bfloat16 -> float32 for the log-softmax; float32/float64 unchanged."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def global_label_count(
     labels: Tensor, ignore_index: int = IGNORE_INDEX, group: dist.ProcessGroup | None = None
 ) -> Tensor:
@@ -50,7 +55,7 @@ def mlm_loss(
     """Cross-entropy over the labelled tokens, scaled so DDP-averaged gradients equal the global-batch mean.
 
     Args:
-        logits: ``(B, L, V)`` vocabulary logits (any float dtype; upcast to float32 for the loss).
+        logits: ``(B, L, V)`` vocabulary logits (half precision is upcast to float32 for the loss).
         labels: ``(B, L)`` target token ids, ``ignore_index`` (-100) where no loss is taken.
         world_size: number of data-parallel ranks W.
         num_labels_global: labelled tokens over ALL ranks (:func:`global_label_count`). ``None`` assumes every rank
@@ -69,7 +74,7 @@ def mlm_loss(
     keep = labels != ignore_index  # (B, L)
     # only the ~15 % labelled positions go through log-softmax over the vocabulary
     # () and exactly 0, still attached to the graph through the indexing, when nothing is labelled
-    local_sum = F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum")
+    local_sum = F.cross_entropy(_upcast(logits[keep]), labels[keep], reduction="sum")
     if num_labels_global is None:
         num_labels_global = keep.sum() * world_size
     count = torch.as_tensor(num_labels_global, device=logits.device).to(local_sum.dtype)

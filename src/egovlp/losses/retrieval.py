@@ -63,7 +63,7 @@ def adaptive_max_margin_loss(similarity: Tensor, relevancy_weight: Tensor | floa
     n = similarity.shape[0]
     if n < 2:
         return similarity.sum() * 0.0
-    s = similarity.float()
+    s = similarity.to(torch.promote_types(similarity.dtype, torch.float32))
     w_margin = _weight_matrix(relevancy_weight, n, s).detach() * margin  # (N, N)
     positive = s.diagonal()[:, None]  # (N, 1) s[i, i]
     off_diagonal = ~torch.eye(n, dtype=torch.bool, device=s.device)

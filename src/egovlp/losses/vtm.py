@@ -204,7 +204,9 @@ def vtm_loss(
     """
     if logits.dim() != 2 or logits.shape[1] != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"expected logits (B, 2) and labels (B,); got {tuple(logits.shape)}, {tuple(labels.shape)}")
-    local_sum = F.cross_entropy(logits.float(), labels.long(), reduction="sum")
+    local_sum = F.cross_entropy(
+        logits.to(torch.promote_types(logits.dtype, torch.float32)), labels.long(), reduction="sum"
+    )
     if num_pairs_global is None:
         num_pairs_global = logits.shape[0] * world_size
     count = torch.as_tensor(num_pairs_global, device=logits.device).to(local_sum.dtype)
