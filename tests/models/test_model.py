@@ -149,3 +149,19 @@ def test_resize_temporal_embed_updates_config(tiny_model):
     tiny_model.resize_temporal_embed(8)
     assert tiny_model.cfg.video.num_frames == 8 and tiny_model.video_model.temporal_embed.shape == (1, 8, 64)
     assert tiny_model.encode_video(torch.randn(1, 8, 3, 32, 32)).shape == (1, 64)
+
+
+def test_partial_outputs_equal_full_pass(tiny_model, batch):
+    """CLS-only last blocks and the skipped last video block change nothing that is read."""
+    video, ids, mask = batch
+    with torch.no_grad():
+        full = tiny_model.fuse(video, ids, mask)
+        cls = tiny_model.fuse(video, ids, mask, video_out="cls")
+        none = tiny_model.fuse(video, ids, mask, video_out="none")
+        dual_full = tiny_model.video_model.norm(tiny_model.video_model.forward_features(video))[:, 0]
+    torch.testing.assert_close(cls.video[:, 0], full.video[:, 0])
+    torch.testing.assert_close(cls.text, full.text)
+    assert none.video is None
+    torch.testing.assert_close(none.text, full.text)
+    torch.testing.assert_close(tiny_model.vtm_logits(cls), tiny_model.vtm_logits(full))
+    torch.testing.assert_close(tiny_model.video_model(video), dual_full)

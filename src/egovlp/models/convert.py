@@ -90,7 +90,7 @@ def read_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    obj = load_torch_checkpoint(path)
+    obj = load_torch_checkpoint(path, allow_opaque_calls=True)  # foreign classes become inert records
     if isinstance(obj, dict) and "state_dict" in obj:
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

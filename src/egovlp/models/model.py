@@ -46,7 +46,7 @@ _NEW_PARAM_MARKERS = (
 class FusedOutput(NamedTuple):
     """States of a fused pass."""
 
-    video: torch.Tensor  # (B, 1 + F*P, Dv) after the fusion-mode final norm; [:, 0] is the fused video CLS
+    video: torch.Tensor | None  # (B, 1 + F*P, Dv) after the fusion-mode norm ((B, 1, Dv) if only CLS was asked)
     text: torch.Tensor  # (B, L, Dt) last text layer; [:, 0] is the fused text CLS
 
 
@@ -143,26 +143,43 @@ class EgoVLPv2(nn.Module):
         return h
 
     def fuse_upper(
-        self, video: torch.Tensor, text: torch.Tensor, attention_mask: torch.Tensor, num_frames: int
+        self,
+        video: torch.Tensor,
+        text: torch.Tensor,
+        attention_mask: torch.Tensor,
+        num_frames: int,
+        video_out: str = "all",
     ) -> FusedOutput:
         """Co-attention through the fused layers, from the outputs of :meth:`video_lower` / :meth:`text_lower`.
 
         Args:
             video: ``(B, 1 + F*P, Dv)``; text: ``(B, L, Dt)``; attention_mask: text ``(B, L)`` of 1/0.
+            video_out: which fused video states to compute. ``"all"``: every token; ``"cls"``: the CLS token only
+                (``(B, 1, Dv)``; enough for VTM); ``"none"``: skip the last video block, whose output no text state
+                depends on (enough for MLM), and return ``video=None``. Text states are always complete.
         """
         self._require_fusion()
+        if video_out not in ("all", "cls", "none"):
+            raise ValueError(f"video_out must be 'all', 'cls' or 'none', got {video_out!r}")
         mask = additive_mask(attention_mask, text.dtype)
-        for k in range(self.cfg.num_fusion_layers):
-            new_video = self.video_model.run_block(self.first_fused_video + k, video, num_frames, text, mask)
+        n = self.cfg.num_fusion_layers
+        for k in range(n):
+            last = k == n - 1
+            new_video = None
+            if not (last and video_out == "none"):
+                i = self.first_fused_video + k
+                new_video = self.video_model.run_block(i, video, num_frames, text, mask, last and video_out == "cls")
             text = self.text_model.run_layer(self.first_fused_text + k, text, mask, video)
             video = new_video
-        return FusedOutput(self.norm(video), text)
+        return FusedOutput(None if video is None else self.norm(video), text)
 
-    def fuse(self, video: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> FusedOutput:
-        """Fusion-encoder pass on ``video (B, F, 3, H, W)`` and text ``(B, L)``."""
+    def fuse(
+        self, video: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, video_out: str = "all"
+    ) -> FusedOutput:
+        """Fusion-encoder pass on ``video (B, F, 3, H, W)`` and text ``(B, L)`` (``video_out``: see fuse_upper)."""
         lower_v = self.video_lower(video)
         lower_t = self.text_lower(input_ids, attention_mask)
-        return self.fuse_upper(lower_v, lower_t, attention_mask, video.shape[1])
+        return self.fuse_upper(lower_v, lower_t, attention_mask, video.shape[1], video_out)
 
     def vtm_logits(self, fused: FusedOutput) -> torch.Tensor:
         """Video-text matching logits ``(B, 2)`` from the fused CLS states; P(match) = softmax(...)[:, 1]."""
@@ -176,7 +193,8 @@ class EgoVLPv2(nn.Module):
 
     def vtm_probability(self, video: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """P(match) ``(B,)`` for aligned pairs of videos and texts."""
-        return self.vtm_logits(self.fuse(video, input_ids, attention_mask)).softmax(dim=-1)[:, 1]
+        fused = self.fuse(video, input_ids, attention_mask, video_out="cls")
+        return self.vtm_logits(fused).softmax(dim=-1)[:, 1]
 
     def forward(
         self,

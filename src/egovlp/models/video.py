@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from egovlp.models.config import VideoConfig
-from egovlp.models.layers import DropPath, Mlp, attention, init_linear_, merge_heads
+from egovlp.models.layers import DropPath, Mlp, attention, init_linear_, merge_heads, split_heads
 
 
 class SpaceTimeAttention(nn.Module):
@@ -50,6 +50,19 @@ class SpaceTimeAttention(nn.Module):
         cls_k, cls_v = (t[:, :, :1].repeat_interleave(groups, dim=0) for t in (k, v))  # (B*G, H, 1, d)
         out = attention(q_, torch.cat([cls_k, k_], dim=2), torch.cat([cls_v, v_], dim=2), impl=self.attn_impl)
         out = torch.cat([cls_out, _ungroup(out, b, f, p, axis)], dim=2)  # (B, H, N, d)
+        return self.proj_drop(self.proj(merge_heads(out)))
+
+    def forward_cls(self, x: torch.Tensor) -> torch.Tensor:
+        """Only the CLS query's output: ``x (B, 1 + F*P, D) -> (B, 1, D)`` (keys and values from every token).
+
+        Equals ``forward(x, ...)[:, :1]`` for either axis (the CLS query attends to all tokens in both), without
+        computing the patch queries. Used where only the CLS state of a last block is read.
+        """
+        c = x.shape[-1]
+        h = self.num_heads
+        q = F.linear(x[:, :1], self.qkv.weight[:c], None if self.qkv.bias is None else self.qkv.bias[:c])
+        k, v = F.linear(x, self.qkv.weight[c:], None if self.qkv.bias is None else self.qkv.bias[c:]).chunk(2, -1)
+        out = attention(split_heads(q, h), split_heads(k, h), split_heads(v, h), impl=self.attn_impl)
         return self.proj_drop(self.proj(merge_heads(out)))
 
 
@@ -92,10 +105,19 @@ class SpaceTimeBlock(nn.Module):
         num_frames: int,
         text: torch.Tensor | None = None,
         text_mask: torch.Tensor | None = None,
+        cls_only: bool = False,
     ) -> torch.Tensor:
-        """``x (B, 1+F*P, D)``; with ``text (B, L, Dt)`` and its additive mask the space attention is fused."""
+        """``x (B, 1+F*P, D)``; with ``text (B, L, Dt)`` and its additive mask the space attention is fused.
+
+        ``cls_only=True`` returns only the CLS token's new state ``(B, 1, D)`` (equal to ``forward(...)[:, :1]``),
+        skipping the patch queries of the space attention, the patch cross-attention and the patch MLP.
+        """
         t = x + self.timeattn(self.norm3(x), num_frames, "time")
-        a = self.attn(self.norm1(t), num_frames, "space")
+        if cls_only:
+            a = self.attn.forward_cls(self.norm1(t))
+            x = x[:, :1]
+        else:
+            a = self.attn(self.norm1(t), num_frames, "space")
         if text is not None:
             a = a + self.attn.alpha_i2t * self.attn.cross_attend(a, text, text_mask)
         x = x + self.drop_path(a)
@@ -168,22 +190,29 @@ class SpaceTimeTransformer(nn.Module):
         x = torch.cat([cls.expand(b, -1, -1), x + pos], dim=1)
         return self.pos_drop(x)
 
-    def run_block(self, i: int, x: torch.Tensor, num_frames: int, text=None, text_mask=None) -> torch.Tensor:
+    def run_block(
+        self, i: int, x: torch.Tensor, num_frames: int, text=None, text_mask=None, cls_only: bool = False
+    ) -> torch.Tensor:
         """Block ``i``, through gradient checkpointing when enabled and training."""
         blk = self.blocks[i]
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(blk, x, num_frames, text, text_mask, use_reentrant=False)
-        return blk(x, num_frames, text, text_mask)
+            return checkpoint(blk, x, num_frames, text, text_mask, cls_only, use_reentrant=False)
+        return blk(x, num_frames, text, text_mask, cls_only)
 
-    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
-        """All blocks without fusion: ``(B, F, 3, H, W) -> (B, 1 + F*P, D)`` (before the final norm)."""
+    def forward_features(self, video: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
+        """All blocks without fusion: ``(B, F, 3, H, W) -> (B, 1 + F*P, D)`` (before the final norm).
+
+        ``cls_only=True`` computes only the CLS state in the last block and returns ``(B, 1, D)``.
+        """
         x = self.embed(video)
-        for i in range(len(self.blocks)):
-            x = self.run_block(i, x, video.shape[1])
+        depth = len(self.blocks)
+        for i in range(depth):
+            x = self.run_block(i, x, video.shape[1], cls_only=cls_only and i == depth - 1)
         return x
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.forward_features(video))[:, 0]
+        """The dual-encoder feature ``norm(x)[:, 0]`` ``(B, D)``; the last block computes the CLS state only."""
+        return self.norm(self.forward_features(video, cls_only=True))[:, 0]
 
 
 def resize_temporal_embed(embed: torch.Tensor, num_frames: int) -> torch.Tensor:

@@ -1,0 +1,30 @@
+"""Helpers shared by the command modules (argument conventions, model resolution)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from egovlp.models.config import ModelConfig
+
+
+def add_config_args(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--config FILE`` plus trailing ``key.sub=value`` overrides."""
+    parser.add_argument(
+        "--config", default=default, help="YAML experiment config" + (f" (default {default})" if default else "")
+    )
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.max_steps=100")
+
+
+def resolve_model_config(spec: str) -> ModelConfig:
+    """A registry name, or a weight file (``.safetensors``) / model YAML whose config we read."""
+    from egovlp.config import load_config
+    from egovlp.models.registry import get_model_config
+    from egovlp.models.weights import read_model_config
+
+    path = Path(spec)
+    if path.suffix == ".safetensors":
+        return read_model_config(path)
+    if path.suffix in (".yaml", ".yml"):
+        return load_config(ModelConfig, path)
+    return get_model_config(spec)
