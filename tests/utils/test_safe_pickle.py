@@ -228,10 +228,16 @@ class _ArchivePickler(pickle.Pickler):
         return None
 
 
-def _write_archive(path: Path, obj: object, storages: dict[str, bytes], byteorder: str = "little") -> None:
+def _write_archive(
+    path: Path,
+    obj: object,
+    storages: dict[str, bytes],
+    byteorder: str = "little",
+    compression: int = zipfile.ZIP_STORED,
+) -> None:
     buf = io.BytesIO()
     _ArchivePickler(buf, protocol=2).dump(obj)
-    with zipfile.ZipFile(path, "w") as zf:
+    with zipfile.ZipFile(path, "w", compression=compression) as zf:
         zf.writestr("archive/data.pkl", buf.getvalue())
         zf.writestr("archive/byteorder", byteorder)
         for key, data in storages.items():
@@ -270,6 +276,9 @@ def test_out_of_bounds_view_and_bad_storage(tmp_path: Path) -> None:
         load_torch_checkpoint(path)
     _write_archive(path, {"t": _TensorRecord(ref, 0, (4,), (1,))}, {})
     with pytest.raises(CheckpointError, match="missing"):
+        load_torch_checkpoint(path)
+    _write_archive(path, {"t": _TensorRecord(ref, 0, (4,), (1,))}, {"0": data}, compression=zipfile.ZIP_DEFLATED)
+    with pytest.raises(CheckpointError, match="compressed"):  # torch never compresses: refuse possible zip bombs
         load_torch_checkpoint(path)
 
 

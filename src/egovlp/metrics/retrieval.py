@@ -146,10 +146,9 @@ def _chunk_metrics(scores: np.ndarray, relevancy: np.ndarray, discount: np.ndarr
         ap = ap / counts
     # nDCG: gains over the first K ranks, K = number of items with relevancy > 0.
     num_pos = (relevancy > 0).sum(axis=1)
-    in_top = np.arange(g) < num_pos[:, None]  # (q, G)
-    dcg = (ranked_rel * np.where(in_top, discount, 0.0)).sum(axis=1)
-    ideal = -np.sort(-relevancy, axis=1)
-    idcg = (ideal * np.where(in_top, discount, 0.0)).sum(axis=1)
+    weights = np.where(np.arange(g) < num_pos[:, None], discount, 0.0)  # (q, G) discount of the first K ranks
+    dcg = np.einsum("ij,ij->i", ranked_rel, weights)
+    idcg = np.einsum("ij,ij->i", np.sort(relevancy, axis=1)[:, ::-1], weights)  # ideal order: descending
     with np.errstate(invalid="ignore", divide="ignore"):
         ndcg = np.where(num_pos > 0, dcg / idcg, np.nan)
     return ap, ndcg

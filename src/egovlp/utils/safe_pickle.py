@@ -1,28 +1,28 @@
 """Restricted unpickling: rebuild tensors and arrays from untrusted files without ever running pickle code.
 
-- :func:`load_torch_checkpoint` reads a ``torch.save`` zip archive (``<archive>/data.pkl`` + raw storages in
-  ``<archive>/data/<key>``) such as an official EgoVLPv2 checkpoint, whose ``config`` is an object of a class from a
-  code base we do not have (so ``torch.load(weights_only=True)`` refuses it).
-- :func:`load_pickle_restricted` reads a plain pickle of numpy arrays and containers (the EK-100 relevancy matrix).
+:func:`load_torch_checkpoint` reads a ``torch.save`` zip archive (``<archive>/data.pkl`` + raw storages
+``<archive>/data/<key>``) such as an official EgoVLPv2 checkpoint, whose ``config`` is an object of a class from a
+code base we do not have (so ``torch.load(weights_only=True)`` refuses it). :func:`load_pickle_restricted` reads a
+plain pickle of numpy arrays and containers (the EK-100 relevancy matrix). Both run the pure-Python unpickler with
+every opcode that calls or mutates an object (REDUCE, NEWOBJ, INST/OBJ, BUILD, SETITEM(S), APPEND(S)) checked.
 
-Both run the pure-Python unpickler with every opcode that calls or mutates an object checked:
+Policy for the globals a pickle names:
 
-1. ``find_class`` returns only **allow-listed** globals, each mapped to our own small re-implementation (never the
-   function the pickle names): tensor / parameter rebuilds (``torch._utils._rebuild_tensor{,_v2,_v3}``,
-   ``_rebuild_parameter{,_with_state}``, ``torch._tensor._rebuild_from_type_v2``), storage classes (only as markers
-   inside persistent ids), ``torch.Size``, ``torch.device``, dtypes, layouts, memory formats, ``OrderedDict``,
-   ``set``/``frozenset``/``slice``/``complex``/``bytearray``, ``_codecs.encode`` (protocol-2 bytes), ``pathlib`` paths
-   (rebuilt as *pure* paths), ``copyreg`` reconstructors (stub classes only) and numpy array / scalar / dtype
-   reconstruction (plain numeric and string dtypes; object and structured dtypes refused).
-2. Globals of modules that can run code or touch the system (``os``, ``posix``, ``subprocess``, ``sys``,
-   ``builtins.eval``/``exec``/``getattr``/``__import__``, ``importlib``, ``pickle``, ``operator``, ``functools``, ...)
-   and every ``torch``/``numpy`` name not on the allow-list raise :class:`RefusedGlobalError` naming the global.
-3. Any other global (``parse_config.ConfigParser``, ``argparse.Namespace``, ...) becomes a **stub class**, a subclass
-   of :class:`OpaqueObject` recording module and name. Building an instance the way pickle builds plain objects
-   (``NEWOBJ`` + ``BUILD``, ``copyreg._reconstructor``, argument-less ``INST``/``OBJ``) gives an inert record of the
-   arguments and state. **Calling** a stub (``REDUCE``, ``INST``/``OBJ`` with arguments: the pickle wants to call an
-   arbitrary callable) raises :class:`RefusedGlobalError` naming the global; ``allow_opaque_calls=True`` records the
-   call as an inert :class:`OpaqueObject` instead. The named callable is never imported nor called in any mode.
+1. **Allow-list** -> our own small re-implementations, never the function the pickle names: tensor / parameter
+   rebuilds (``torch._utils._rebuild_tensor{,_v2,_v3}``, ``_rebuild_parameter{,_with_state}``,
+   ``torch._tensor._rebuild_from_type_v2``), storage classes (markers inside persistent ids only), ``torch.Size``,
+   ``torch.device``, dtypes, layouts, memory formats, ``OrderedDict``, ``set``/``frozenset``/``slice``/``complex``/
+   ``bytearray``, ``_codecs.encode`` (protocol-2 bytes), ``pathlib`` paths (rebuilt as *pure* paths), ``copyreg``
+   reconstructors (stub classes only), numpy array / scalar / dtype reconstruction (plain numeric and string dtypes;
+   object and structured dtypes refused; dtype and array states checked before numpy sees them).
+2. **Refused at once** (:class:`RefusedGlobalError` naming the global): modules that can run code or touch the
+   system (``os``/``posix``, ``subprocess``, ``sys``, ``builtins`` such as ``eval``/``exec``/``getattr``,
+   ``importlib``, ``pickle``, ``operator``, ``functools``, ...) and every non-allow-listed ``torch``/``numpy`` name.
+3. **Anything else** (``parse_config.ConfigParser``, ``argparse.Namespace``, ...) -> a stub class, a subclass of
+   :class:`OpaqueObject` recording module and name. Building an instance the way pickle builds plain objects
+   (NEWOBJ + BUILD, ``copyreg._reconstructor``, argument-less INST/OBJ) gives an inert record of arguments and state.
+   *Calling* a stub (REDUCE, INST/OBJ with arguments) raises :class:`RefusedGlobalError` naming the global, or with
+   ``allow_opaque_calls=True`` gives an inert record. The named callable is never imported nor called.
 
 :func:`load_pickle_restricted` has no stubs: anything outside the numpy / plain-container allow-list is refused.
 """
@@ -228,15 +228,25 @@ def _torch_globals() -> dict[tuple[str, str], Any]:
     return out
 
 
-def _load_storage(zf: zipfile.ZipFile, prefix: str, token: _Token, key: str, numel: int, byteorder: str) -> Any:
+def _record(zf: zipfile.ZipFile, name: str, archive_size: int) -> zipfile.ZipInfo:
+    """A zip member that torch could have written: uncompressed, and no larger than the archive (no zip bombs)."""
+    try:
+        info = zf.getinfo(name)
+    except KeyError as exc:
+        raise _bad(f"record {name!r} is missing from the archive") from exc
+    if info.compress_type != zipfile.ZIP_STORED or info.file_size > archive_size:
+        raise _bad(f"record {name!r} is compressed or larger than the archive (torch.save stores records as is)")
+    return info
+
+
+def _load_storage(
+    zf: zipfile.ZipFile, prefix: str, token: _Token, key: str, numel: int, byteorder: str, archive_size: int
+) -> Any:
     """Read ``<prefix>data/<key>`` into a CPU TypedStorage of ``token.dtype``, byte-swapped to the native order."""
     dtype = token.dtype
     assert dtype is not None
     nbytes = numel * (1 if token.qualname.endswith("UntypedStorage") else dtype.itemsize)
-    try:
-        info = zf.getinfo(f"{prefix}data/{key}")
-    except KeyError as exc:
-        raise _bad(f"storage record 'data/{key}' is missing from the archive") from exc
+    info = _record(zf, f"{prefix}data/{key}", archive_size)
     if info.file_size != nbytes:
         raise _bad(f"storage 'data/{key}' holds {info.file_size} bytes, its tensor needs {nbytes}")
     buf = torch.empty(nbytes, dtype=torch.uint8)
@@ -572,6 +582,7 @@ def load_torch_checkpoint(path: str | Path, *, allow_opaque_calls: bool = False)
                 "loader; re-save it with torch.save (torch >= 1.6) in a trusted environment first"
             )
         raise CheckpointError(f"{source}: not a torch.save zip archive")
+    size = path.stat().st_size
     with zipfile.ZipFile(path) as zf:
         prefix = _archive_prefix(zf, source)
         byteorder = _byteorder(zf, prefix, source)
@@ -579,12 +590,16 @@ def load_torch_checkpoint(path: str | Path, *, allow_opaque_calls: bool = False)
 
         def load_storage(token: _Token, key: str, numel: int) -> Any:
             if key not in storages:  # tensors sharing a storage share it again, as torch.load does
-                storages[key] = _load_storage(zf, prefix, token, key, numel, byteorder)
+                storages[key] = _load_storage(zf, prefix, token, key, numel, byteorder, size)
             return storages[key]
 
+        try:
+            data = zf.read(_record(zf, prefix + "data.pkl", size))
+        except CheckpointError as exc:
+            raise CheckpointError(f"{source}: {exc}") from exc
         allowed = {**_torch_globals(), **_numpy_globals(), **_plain_globals(), **_object_globals()}
         unpickler = _RestrictedUnpickler(
-            zf.read(prefix + "data.pkl"),
+            data,
             source=source,
             allowed=allowed,
             stub_unknown=True,
