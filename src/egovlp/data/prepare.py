@@ -1,7 +1,8 @@
 """Real-data video preprocessing: resize to a short side and cut into fixed-length chunks (EgoVLP's layout).
 
 ``prepare_videos(src, dst)`` turns every ``src/<video_uid>.<ext>`` into ``dst/<video_uid>/<k>.mp4``, chunk ``k``
-holding ``[k * chunk_seconds, (k + 1) * chunk_seconds)`` of the source with timestamps restarting at 0, resized to
+holding ``[k * chunk_seconds, (k + 1) * chunk_seconds)`` of the source (by presentation time) with timestamps shifted
+by ``-k * chunk_seconds`` (so a frame keeps its time within the chunk), resized to
 ``short_side`` (even sizes, aspect kept) and encoded with H.264 (audio is dropped). Each chunk is written under a
 temporary name and renamed when complete, so an interrupted run resumes: finished chunks are skipped and decoding
 starts with a seek to the first missing one.
@@ -88,14 +89,14 @@ def chunk_video(
     with av.open(str(src)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        tb, start = stream.time_base, stream.start_time or 0
+        tb = stream.time_base
         if missing[0] > 0:
-            container.seek(start + int(missing[0] * chunk_seconds / tb), stream=stream, backward=True)
+            container.seek(int(missing[0] * chunk_seconds / tb), stream=stream, backward=True)
         try:
             for frame in container.decode(stream):
                 if frame.pts is None:
                     continue
-                k = min(int((frame.pts - start) * tb // chunk_seconds), num_chunks - 1)
+                k = min(max(int(frame.pts * tb // chunk_seconds), 0), num_chunks - 1)
                 if k != current:
                     if writer is not None:
                         writer.close()
@@ -103,7 +104,7 @@ def chunk_video(
                     writer = _ChunkWriter(dst / f"{k}.mp4", stream, size, crf, preset) if k in missing else None
                     current = k
                 if writer is not None:
-                    writer.write(frame, frame.pts - start - round(k * chunk_seconds / tb))
+                    writer.write(frame, frame.pts - round(k * chunk_seconds / tb))
         except av.FFmpegError as e:
             raise VideoReadError(
                 f"{src}: decoding failed in chunk {current} ({current * chunk_seconds:.0f} s+): {e}"

@@ -7,9 +7,9 @@ Two layouts are read:
   ``[k * chunk_seconds, (k + 1) * chunk_seconds)`` with its own timestamps starting at 0:
   :func:`read_clip`. A clip that spans two chunks is read from both.
 
-Times are seconds from the first frame of the stream (the stream's ``start_time`` is subtracted). The frame shown
-at time ``t`` is the last frame whose presentation time is ``<= t``; the file's own timestamps decide, so any frame
-rate (or a variable one) is handled without assuming 30 fps.
+Times are the stream's presentation times in seconds (``pts * time_base``; 0 at the start of a normally muxed file).
+The frame shown at time ``t`` is the last frame whose presentation time is ``<= t`` (the first frame for times before
+it); the file's own timestamps decide, so any frame rate (or a variable one) is handled without assuming 30 fps.
 
 Every failure raises :class:`~egovlp.errors.VideoReadError` naming the file and the time range asked for.
 """
@@ -93,11 +93,10 @@ def probe(path: str | os.PathLike) -> VideoInfo:
 
 def _decode_at(container, stream, path: str, times: np.ndarray, end_tolerance: float, what: str) -> np.ndarray:
     """Decode forward from one seek and return the frames shown at ``times`` (sorted ascending), ``(N, H, W, 3)``."""
-    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
     rate = float(stream.average_rate or stream.guessed_rate or 0)
     frame_dur = 1.0 / rate if rate > 0 else 0.0
     # One seek to the keyframe at or before the first wanted time (backward=True); then decode forward.
-    target = math.floor((start + times[0]) / stream.time_base)
+    target = math.floor(times[0] / stream.time_base)
     if times[0] > frame_dur:
         container.seek(target, stream=stream, backward=True, any_frame=False)
     out: list[np.ndarray | None] = [None] * len(times)
@@ -111,7 +110,7 @@ def _decode_at(container, stream, path: str, times: np.ndarray, end_tolerance: f
     i, prev, prev_t = 0, None, -math.inf
     try:
         for frame in container.decode(stream):
-            t = float(frame.pts * stream.time_base) - start if frame.pts is not None else prev_t + frame_dur
+            t = float(frame.pts * stream.time_base) if frame.pts is not None else prev_t + frame_dur
             # Every wanted time before this frame's time is shown by the previous frame (or this one after a seek
             # that landed late, which only happens for times before the first frame).
             while i < len(times) and times[i] + _EPS < t:
@@ -123,9 +122,10 @@ def _decode_at(container, stream, path: str, times: np.ndarray, end_tolerance: f
     except av.FFmpegError as e:
         raise VideoReadError(f"{path}: decoding failed after {max(prev_t, 0):.3f} s ({what}): {e}") from None
     if i < len(times):
-        if prev is None:
-            raise VideoReadError(f"{path}: no frame could be decoded ({what})")
         declared = _stream_duration(container, stream)
+        if prev is None:
+            reason = f"truncated or damaged? the header says {declared:.3f} s" if declared > times[0] else "empty?"
+            raise VideoReadError(f"{path}: file is {reason}: no frame could be decoded from {times[0]:.3f} s ({what})")
         if times[-1] > prev_t + frame_dur + end_tolerance:
             if declared > prev_t + 2 * frame_dur + end_tolerance:
                 reason = f"file is truncated: decoding stopped at {prev_t:.3f} s but the header says {declared:.3f} s"
@@ -144,7 +144,7 @@ def read_frames_at(
     context: str | None = None,
     threads: int = 0,
 ) -> np.ndarray:
-    """The frames of ``path`` shown at ``times`` (seconds from the first frame), in the order given.
+    """The frames of ``path`` shown at ``times`` (seconds of presentation time), in the order given.
 
     Opens the file once and seeks once, to the keyframe before the earliest time. Repeated times give repeated
     frames. Times up to ``end_tolerance`` seconds past the last frame give the last frame; later ones raise.
