@@ -206,3 +206,9 @@ def test_structural_errors(tmp_path: Path, ann_dir: Path) -> None:
         read_epic_mir_sentences(tmp_path / "s.csv", clips)
     with pytest.raises(DataError, match="not found"):
         read_epic_mir_clips(tmp_path / "missing.csv")
+
+
+def test_byte_order_mark_is_tolerated(tmp_path: Path) -> None:
+    path = tmp_path / "clips.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + CLIPS_CSV.encode("utf-8"))
+    assert read_epic_mir_clips(path)[0].narration_id == "P01_11_0"

@@ -103,7 +103,7 @@ class EpicSentence:
     csv_text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: compared by identity (an array field has no truth value)
 class EpicMIRAnnotations:
     """Clips (rows of the relevancy matrix, CSV order), sentences (columns, sentence-CSV order), relevancy."""
 
@@ -184,7 +184,7 @@ def read_csv_records(path: str | Path, required: Sequence[str]) -> Iterator[tupl
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found")
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: tolerate a byte-order mark
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:

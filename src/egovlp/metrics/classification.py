@@ -19,7 +19,7 @@ from .retrieval import rank_order
 __all__ = ["MultiLabelMAP", "charades_map"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MultiLabelMAP:
     """Multi-label mAP (fraction in [0, 1]) with per-class APs and what was skipped.
 
