@@ -14,3 +14,15 @@ def _seed_and_threads():
     torch.manual_seed(0)
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory):
+    """A small synthetic egocentric world in the official formats, generated once per test session."""
+    from egovlp.data.synthetic import SynthConfig, generate
+
+    cfg = SynthConfig(
+        seed=3, num_videos=5, video_seconds=40.0, chunk_seconds=15.0, num_mcq_inter=6, num_mcq_intra=7,
+        mcq_pairs_per_video=4, tokenizer_vocab_size=300, workers=1,
+    )  # fmt: skip
+    return generate(tmp_path_factory.mktemp("world"), cfg)

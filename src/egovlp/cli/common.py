@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TypeVar
+
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from egovlp.models.config import ModelConfig
+
+T = TypeVar("T")
 
 
 def add_config_args(parser: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -28,3 +33,22 @@ def resolve_model_config(spec: str) -> ModelConfig:
     if path.suffix in (".yaml", ".yml"):
         return load_config(ModelConfig, path)
     return get_model_config(spec)
+
+
+def _model_from_arch(user: DictConfig, base: DictConfig) -> DictConfig:
+    """Start ``model`` from the registered architecture the user names in ``model.arch`` (if any)."""
+    from egovlp.models.registry import get_model_config
+
+    arch = OmegaConf.select(user, "model.arch", default=None)
+    if arch and "model" in base:
+        base = base.copy()
+        with read_write(base):
+            base.model = OmegaConf.structured(get_model_config(str(arch)))
+    return base
+
+
+def load_experiment_config(schema: type[T], path: str | None, overrides: list[str]) -> T:
+    """An experiment config: schema defaults <- ``model.arch`` preset <- YAML file <- ``key=value`` overrides."""
+    from egovlp.config import load_config
+
+    return load_config(schema, path, overrides, prepare=_model_from_arch)

@@ -64,6 +64,7 @@ class ModelConfig:
     mlm_head: bool = True
     grad_checkpointing: bool = False
     attn_impl: str = "sdpa"  # "sdpa" | "reference"
+    init_std: float = 0.02  # std of random initial weights (BERT/ViT 0.02 at width 768; ~1/sqrt(width) if narrow)
 
     def __post_init__(self) -> None:
         if self.projector not in PROJECTORS:

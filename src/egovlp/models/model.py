@@ -16,6 +16,7 @@ unfused lower layers once and reuse them for several fused passes (MLM and VTM).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import torch
@@ -77,9 +78,12 @@ class EgoVLPv2(nn.Module):
                 self.itm_score = VTMHead(2 * t.width)
             if cfg.mlm_head:
                 self.mlm_score = MLMHead(t.width, t.vocab_size)
+        if cfg.init_std != 0.02:  # the towers initialise themselves with the BERT/ViT value 0.02
+            self.video_model.reset_parameters(cfg.init_std)
+            self.text_model.reset_parameters(cfg.init_std)
         for name, module in self.named_children():
             if name not in ("video_model", "text_model"):
-                module.apply(init_linear_)
+                module.apply(functools.partial(init_linear_, std=cfg.init_std))
         self.set_grad_checkpointing(cfg.grad_checkpointing)
         set_attention_impl(self, cfg.attn_impl)
 

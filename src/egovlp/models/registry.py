@@ -75,17 +75,17 @@ def _tiny(width: int = 64, depth: int = 4, frames: int = 4, img: int = 32, patch
 @register_model("egovlpv2-tiny", "tiny random-weight EgoVLPv2 for tests/demo: 32 px, patch 8, width 64, 4+4 layers")
 def egovlpv2_tiny() -> ModelConfig:
     video, text = _tiny()
-    return ModelConfig(video=video, text=text, num_fusion_layers=2, projector="mlp", embed_dim=64)
+    return ModelConfig(video=video, text=text, num_fusion_layers=2, projector="mlp", embed_dim=64, init_std=0.1)
 
 
 @register_model("egovlpv2-tiny-smallproj", "tiny EgoVLPv2 with the small (ReLU-first text) projector")
 def egovlpv2_tiny_smallproj() -> ModelConfig:
     video, text = _tiny()
-    return ModelConfig(video=video, text=text, num_fusion_layers=2, projector="small", embed_dim=32)
+    return ModelConfig(video=video, text=text, num_fusion_layers=2, projector="small", embed_dim=32, init_std=0.1)
 
 
 @register_model("egovlpv2-tiny-deepfusion", "tiny EgoVLPv2 with 3 of 4 layers fused and unequal tower depths")
 def egovlpv2_tiny_deepfusion() -> ModelConfig:
     video, text = _tiny(width=32, depth=4)
     text = dataclasses.replace(text, depth=3)
-    return ModelConfig(video=video, text=text, num_fusion_layers=3, projector="mlp", embed_dim=32)
+    return ModelConfig(video=video, text=text, num_fusion_layers=3, projector="mlp", embed_dim=32, init_std=0.15)

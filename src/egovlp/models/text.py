@@ -11,6 +11,8 @@ when video states are passed::
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -137,7 +139,11 @@ class RobertaModel(nn.Module):
         self.embeddings = RobertaEmbeddings(cfg)
         self.encoder = RobertaEncoder(cfg, num_fusion_layers, video_dim or cfg.width)
         self.grad_checkpointing = False
-        self.apply(init_linear_)
+        self.reset_parameters()
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """BERT-style init (fusion gates stay 0)."""
+        self.apply(functools.partial(init_linear_, std=std))
 
     def run_layer(self, i: int, h: torch.Tensor, mask: torch.Tensor | None, video=None) -> torch.Tensor:
         """Layer ``i``, through gradient checkpointing when enabled and training."""

@@ -14,6 +14,8 @@ so that official and timm weights load by name.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -156,11 +158,11 @@ class SpaceTimeTransformer(nn.Module):
         self.grad_checkpointing = False
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, std: float = 0.02) -> None:
         """ViT-style init; time attention starts as a zero map (qkv 0, proj weight 1, proj bias 0)."""
-        self.apply(init_linear_)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02, a=-0.04, b=0.04)
-        nn.init.trunc_normal_(self.cls_token, std=0.02, a=-0.04, b=0.04)
+        self.apply(functools.partial(init_linear_, std=std))
+        nn.init.trunc_normal_(self.pos_embed, std=std, a=-2 * std, b=2 * std)
+        nn.init.trunc_normal_(self.cls_token, std=std, a=-2 * std, b=2 * std)
         nn.init.zeros_(self.temporal_embed)
         for blk in self.blocks:
             nn.init.zeros_(blk.timeattn.qkv.weight)

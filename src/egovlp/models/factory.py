@@ -1,0 +1,38 @@
+"""Build a model from a config plus optional weights on disk (an egovlp checkpoint or backbone initialisations)."""
+
+from __future__ import annotations
+
+import logging
+
+from egovlp.models.config import ModelConfig
+from egovlp.models.model import EgoVLPv2
+from egovlp.models.video import resize_temporal_embed
+from egovlp.models.weights import load_state_dict_strict, load_weights
+
+log = logging.getLogger(__name__)
+
+
+def build_model(cfg: ModelConfig, checkpoint: str = "", vit: str = "", roberta: str = "") -> EgoVLPv2:
+    """``EgoVLPv2(cfg)``, then weights: ``checkpoint`` (an egovlp ``.safetensors``, loaded strictly; its temporal
+    embedding is resized to ``cfg.video.num_frames``), or else ImageNet ``vit`` and ``roberta-base`` backbones."""
+    model = EgoVLPv2(cfg)
+    if checkpoint:
+        state = load_weights(checkpoint)
+        key = "video_model.temporal_embed"
+        if key in state and state[key].shape[1] != cfg.video.num_frames:
+            log.info(
+                "resizing %s of %s from %d to %d frames", key, checkpoint, state[key].shape[1], cfg.video.num_frames
+            )
+            state[key] = resize_temporal_embed(state[key], cfg.video.num_frames)
+        load_state_dict_strict(model, state, checkpoint)
+        log.info("loaded %s", checkpoint)
+        return model
+    if vit:
+        from egovlp.models.pretrained import load_vit
+
+        load_vit(model, vit)
+    if roberta:
+        from egovlp.models.pretrained import load_roberta
+
+        load_roberta(model, roberta)
+    return model

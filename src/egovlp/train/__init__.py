@@ -1,0 +1,1 @@
+"""The training application: one loop (optimiser, schedule, AMP, accumulation, checkpoints, logging) for every task."""

@@ -1,0 +1,88 @@
+"""AdamW with the release's parameter groups and a per-step cosine schedule with linear warm-up."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 3e-5
+    new_param_lr_mult: float = 4.0  # x4 for projectors, heads and all fusion parameters (release)
+    weight_decay: float = 0.01  # none on biases, norms, gates and token embeddings
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    warmup_fraction: float = 0.1  # of the total optimiser steps, linear from 0
+    min_lr_ratio: float = 0.0  # cosine floor as a fraction of the peak
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+
+
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    new_param_lr_mult: float = 1.0,
+    is_new: Callable[[str], bool] | None = None,
+    no_decay: Callable[[str, torch.Tensor], bool] | None = None,
+) -> list[dict]:
+    """Up to four AdamW groups: {pretrained, new} x {decay, no decay}; frozen parameters are left out.
+
+    ``is_new(name)`` marks parameters that get ``lr * new_param_lr_mult``; ``no_decay(name, p)`` those without weight
+    decay (default: 1-D tensors such as biases and norm weights).
+    """
+    is_new = is_new or (lambda name: False)
+    no_decay = no_decay or (lambda name, p: p.ndim <= 1)
+    groups: dict[tuple[bool, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        new, nd = is_new(name), no_decay(name, p)
+        group = groups.setdefault(
+            (new, nd),
+            {
+                "name": f"{'new' if new else 'pretrained'}/{'no_decay' if nd else 'decay'}",
+                "params": [],
+                "param_names": [],
+                "lr": lr * (new_param_lr_mult if new else 1.0),
+                "weight_decay": 0.0 if nd else weight_decay,
+            },
+        )
+        group["params"].append(p)
+        group["param_names"].append(name)
+    return [groups[k] for k in sorted(groups)]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`, using the model's ``is_new_parameter``/``no_weight_decay`` hooks if any."""
+    groups = param_groups(
+        model,
+        cfg.lr,
+        cfg.weight_decay,
+        cfg.new_param_lr_mult,
+        getattr(model, "is_new_parameter", None),
+        getattr(model, "no_weight_decay", None),
+    )
+    for g in groups:
+        g.pop("param_names")
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def cosine_with_warmup(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
+    """LR multiplier: linear 0 -> 1 over ``warmup_steps``, then cosine 1 -> ``min_ratio`` at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
+    """Per-step :func:`cosine_with_warmup` schedule (``scheduler.step()`` after every optimiser step)."""
+    warmup = round(cfg.warmup_fraction * total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: cosine_with_warmup(step, total_steps, warmup, cfg.min_lr_ratio)
+    )

@@ -1,0 +1,151 @@
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from egovlp.cli.common import load_experiment_config
+from egovlp.cli.main import main
+from egovlp.cli.pretrain import pretrain
+from egovlp.data.tokenizer import Tokenizer
+from egovlp.models import EgoVLPv2
+from egovlp.tasks.pretrain import LossConfig, PretrainConfig, PretrainModule
+from egovlp.train.loop import _Loop
+from helpers import tiny_pretrain_overrides
+
+DEMO = Path(__file__).resolve().parents[2] / "configs" / "pretrain" / "demo.yaml"
+
+
+def tiny_batch(vocab: int, b: int = 8, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (b, 10), generator=g)
+    ids[:, 0], ids[:, -1] = 0, 2
+    mask = torch.ones_like(ids)
+    ids[1, 7:], mask[1, 7:] = 1, 0
+    ids[1, 6] = 2
+    return {
+        "video": torch.randn(b, 4, 3, 32, 32, generator=g),
+        "input_ids": ids,
+        "attention_mask": mask,
+        "verb": torch.nn.functional.one_hot(torch.randint(0, 3, (b,), generator=g), 3).float(),
+        "noun": torch.nn.functional.one_hot(torch.randint(0, 3, (b,), generator=g), 3).float(),
+    }
+
+
+@pytest.fixture
+def tokenizer(small_world):
+    return Tokenizer.from_dir(small_world.files["tokenizer"])
+
+
+@pytest.fixture
+def tiny_cfg():
+    cfg = load_experiment_config(PretrainConfig, str(DEMO), [])
+    return cfg.model
+
+
+def test_shared_lower_layers_equal_three_full_passes(tiny_cfg, tokenizer):
+    """Same losses and gradients as the release's three full passes (dropout off so both see the same noise)."""
+    torch.manual_seed(0)
+    model = EgoVLPv2(tiny_cfg)
+    with torch.no_grad():  # non-trivial gates so the fusion really runs
+        for n, p in model.named_parameters():
+            if "alpha" in n:
+                p.fill_(0.5)
+    batch = tiny_batch(tiny_cfg.text.vocab_size)
+    results = []
+    for share in (True, False):
+        module = PretrainModule(model, LossConfig(share_lower_layers=share), tokenizer, seed=7).eval()
+        model.zero_grad()
+        out = module(batch)
+        out["loss"].backward()
+        results.append((out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (a, ga), (b, gb) = results
+    for k in ("loss", "egonce", "mlm", "vtm"):
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5, msg=k)
+    assert ga.keys() == gb.keys()
+    for n in ga:  # float32 round-off scales with the gradient's size
+        scale = max(1.0, ga[n].abs().max().item())
+        torch.testing.assert_close(ga[n], gb[n], atol=1e-5 * scale, rtol=1e-4, msg=n)
+
+
+def test_training_steps_reduce_the_loss_on_a_fixed_batch(tiny_cfg, tokenizer):
+    torch.manual_seed(0)
+    module = PretrainModule(EgoVLPv2(tiny_cfg), LossConfig(), tokenizer, seed=1)
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    batch = tiny_batch(tiny_cfg.text.vocab_size)
+    losses = []
+    for _ in range(12):
+        module.generator.manual_seed(1)  # the same masks and negatives every step
+        out = module(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["loss"]))
+    assert losses[-1] < 0.9 * losses[0] and losses[-1] == min(losses), losses
+
+
+def test_egonce_only_ablation_needs_no_fusion(tiny_cfg, tokenizer):
+    module = PretrainModule(EgoVLPv2(tiny_cfg), LossConfig(mlm_weight=0, vtm_weight=0), tokenizer)
+    out = module(tiny_batch(tiny_cfg.text.vocab_size))
+    assert set(out) == {"loss", "egonce"} and module.has_unused_parameters
+
+
+def _run(world, out_dir, **extra):
+    cfg = load_experiment_config(PretrainConfig, str(DEMO), tiny_pretrain_overrides(world, out_dir, **extra))
+    return pretrain(cfg)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_kill_and_resume_gives_the_uninterrupted_losses(small_world, tmp_path, monkeypatch, workers):
+    steps = {"train.max_steps": 6, "train.save_every": 3, "data.num_workers": workers}
+    full = _run(small_world, tmp_path / "full", **steps)
+
+    class Killed(Exception):
+        pass
+
+    step_fn = _Loop._optimizer_step
+
+    def killed_after_four(self, losses, bar):
+        step_fn(self, losses, bar)
+        if self.state["step"] == 4:
+            raise Killed
+
+    monkeypatch.setattr(_Loop, "_optimizer_step", killed_after_four)
+    with pytest.raises(Killed):
+        _run(small_world, tmp_path / "killed", **steps)
+    monkeypatch.setattr(_Loop, "_optimizer_step", step_fn)
+    assert (tmp_path / "killed" / "checkpoints" / "step_00000003").is_dir()
+    resumed = _run(small_world, tmp_path / "killed", **steps, **{"train.resume": "auto"})
+    assert [h["step"] for h in resumed.history] == [4, 5, 6]
+    for h_full, h_res in zip(full.history[3:], resumed.history):
+        for key in ("loss", "egonce", "mlm", "vtm"):
+            assert h_res[key] == pytest.approx(h_full[key], rel=1e-6, abs=1e-6), (h_res["step"], key)
+
+
+def test_pretrain_cli_smoke(small_world, tmp_path, capsys):
+    out = tmp_path / "run"
+    overrides = tiny_pretrain_overrides(small_world, out, **{"train.max_steps": 3, "train.eval_every": 3})
+    assert main(["pretrain", "--config", str(DEMO), *overrides]) == 0
+    assert "finished at step 3" in capsys.readouterr().out
+    for name in ("model.safetensors", "model.yaml", "config.yaml", "metrics.jsonl", "train.log"):
+        assert (out / name).is_file(), name
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_00000003"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert evals and evals[-1]["egomcq/questions"] == 13  # 6 inter + 7 intra, each exactly once
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
+
+
+def test_pretrain_cli_reports_bad_config_key(tmp_path, capsys):
+    assert main(["pretrain", "--config", str(DEMO), "train.max_step=3"]) == 1
+    assert "unknown config key 'train.max_step'" in capsys.readouterr().err
+
+
+def test_changed_loss_weights_change_the_total(tiny_cfg, tokenizer):
+    batch = tiny_batch(tiny_cfg.text.vocab_size)
+    model = EgoVLPv2(tiny_cfg).eval()
+    a = PretrainModule(model, LossConfig(), tokenizer, seed=0)(batch)
+    b = PretrainModule(model, dataclasses.replace(LossConfig(), vtm_weight=0.5), tokenizer, seed=0)(batch)
+    torch.testing.assert_close(a["loss"], a["egonce"] + a["mlm"] + 2 * a["vtm"])
+    torch.testing.assert_close(b["loss"], b["egonce"] + b["mlm"] + 0.5 * b["vtm"])
