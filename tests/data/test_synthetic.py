@@ -147,3 +147,21 @@ def test_impossible_configs_are_rejected():
         plan_world(SynthConfig(fps=8, chunk_seconds=10.05))
     with pytest.raises(ConfigError, match="type-2 EgoMCQ"):
         plan_world(dataclasses.replace(SMALL_WORLD, mcq_pairs_per_video=1))
+
+
+def test_generate_reuses_replaces_and_refuses(tmp_path):
+    from egovlp.data.synthetic import generate
+    from egovlp.errors import DataError
+
+    tiny = SynthConfig(num_videos=2, video_seconds=20.0, chunk_seconds=10.0, num_mcq_inter=0, num_mcq_intra=0,
+                       tokenizer_vocab_size=270, workers=1)  # fmt: skip
+    first = generate(tmp_path / "w", tiny)
+    again = generate(tmp_path / "w", dataclasses.replace(tiny, workers=2))
+    assert again.files == first.files and again.num_clips == first.num_clips
+    uids = {p.name for p in (tmp_path / "w" / "videos").iterdir()}
+    other = generate(tmp_path / "w", dataclasses.replace(tiny, seed=1))
+    assert {p.name for p in (tmp_path / "w" / "videos").iterdir()}.isdisjoint(uids) and other.num_videos == 2
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match="not empty and holds no synthetic world"):
+        generate(tmp_path / "mine", tiny)

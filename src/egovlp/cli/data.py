@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     commands = p.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
 
     s = commands.add_parser("synth", help="generate the synthetic egocentric world (EgoClip/EgoMCQ formats)")
-    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--out", required=True, help="output folder (empty, or a previous synthetic world)")
+    s.add_argument("--force", action="store_true", help="regenerate even if an identical world is there")
     add_config_args(s)
     s.set_defaults(func=run_synth)
 
@@ -52,7 +53,7 @@ def run_synth(args: argparse.Namespace) -> int:
     from egovlp.data.synthetic import SynthConfig, generate
 
     cfg = load_config(SynthConfig, args.config, args.overrides)
-    summary = generate(args.out, cfg)
+    summary = generate(args.out, cfg, reuse=not args.force)
     print(
         f"wrote {summary.num_videos} videos, {summary.num_clips} EgoClip clips, {summary.num_mcq['inter']} inter- and "
         f"{summary.num_mcq['intra']} intra-video EgoMCQ questions to {summary.root} in {summary.seconds:.1f} s "

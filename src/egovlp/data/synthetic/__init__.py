@@ -25,6 +25,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -34,6 +35,7 @@ from egovlp.data.synthetic.config import SynthConfig
 from egovlp.data.synthetic.render import write_chunks
 from egovlp.data.synthetic.world import World, plan_world
 from egovlp.data.synthetic.writers import WRITERS
+from egovlp.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -116,33 +118,66 @@ def _readme(manifest: dict) -> str:
     )
 
 
-def generate(out_dir: str | os.PathLike, config: SynthConfig | None = None) -> SynthSummary:
-    """Write the synthetic world of ``config`` (defaults: the demo set) under ``out_dir``; deterministic."""
+def _summary(out: Path, manifest: dict, seconds: float) -> SynthSummary:
+    return SynthSummary(
+        root=out,
+        files={k: out / v for k, v in manifest["files"].items()},
+        num_videos=manifest["num_videos"],
+        num_clips=manifest["num_clips"],
+        num_mcq=manifest["num_mcq"],
+        num_verbs=manifest["num_verbs"],
+        num_nouns=manifest["num_nouns"],
+        chunk_seconds=manifest["chunk_seconds"],
+        seconds=seconds,
+    )
+
+
+def _previous_world(out: Path, cfg: SynthConfig, reuse: bool) -> dict | None:
+    """The manifest of an identical world already in ``out`` (to reuse), else clear a previous world's videos.
+
+    Refuses a non-empty folder that holds no synthetic world, so that nothing else is ever overwritten.
+    """
+    path = out / "manifest.json"
+    if not path.is_file():
+        if out.is_dir() and any(out.iterdir()):
+            raise DataError(f"{out}: folder is not empty and holds no synthetic world (no manifest.json)")
+        return None
+    with open(path, encoding="utf-8") as f:
+        old = json.load(f)
+    wanted = {k: v for k, v in asdict(cfg).items() if k != "workers"}
+    if reuse and {k: v for k, v in old.get("config", {}).items() if k != "workers"} == wanted:
+        return old
+    path.unlink()  # written last: its absence marks an incomplete world if this run is interrupted
+    for name in ("videos", "tokenizer"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    return None
+
+
+def generate(out_dir: str | os.PathLike, config: SynthConfig | None = None, reuse: bool = True) -> SynthSummary:
+    """Write the synthetic world of ``config`` (defaults: the demo set) under ``out_dir``; deterministic.
+
+    ``out_dir`` must be empty, missing or hold a previous synthetic world; an identical complete world (same config
+    in its ``manifest.json``, written last) is reused when ``reuse``, any other is replaced.
+    """
     cfg = config or SynthConfig()
     start = time.perf_counter()
     out = Path(out_dir).resolve()
+    previous = _previous_world(out, cfg, reuse)
+    if previous is not None:
+        log.info("reusing the identical synthetic world in %s", out)
+        return _summary(out, previous, time.perf_counter() - start)
     out.mkdir(parents=True, exist_ok=True)
     world = plan_world(cfg)
     num_chunks = _write_videos(world, out)
     files = {"videos": "videos"}
     for writer in WRITERS.values():
         files.update(writer(world, out))
-    manifest = _manifest(world, files, num_chunks)
     files["manifest"] = "manifest.json"
+    manifest = _manifest(world, files, num_chunks)
+    (out / "README.txt").write_text(_readme(manifest), encoding="utf-8")
     with open(out / "manifest.json", "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1)
-    (out / "README.txt").write_text(_readme(manifest), encoding="utf-8")
     seconds = time.perf_counter() - start
     log.info("synthetic world: %d videos, %d clips, %s EgoMCQ in %.1f s -> %s", len(world.videos),
              manifest["num_clips"], manifest["num_mcq"], seconds, out)  # fmt: skip
-    return SynthSummary(
-        root=out,
-        files={k: out / v for k, v in files.items()},
-        num_videos=len(world.videos),
-        num_clips=manifest["num_clips"],
-        num_mcq=manifest["num_mcq"],
-        num_verbs=manifest["num_verbs"],
-        num_nouns=manifest["num_nouns"],
-        chunk_seconds=cfg.chunk_seconds,
-        seconds=seconds,
-    )
+    return _summary(out, manifest, seconds)
