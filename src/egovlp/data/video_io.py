@@ -25,6 +25,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from egovlp.data.sampling import sample_times
 from egovlp.errors import VideoReadError
@@ -101,10 +102,11 @@ def _decode_at(container, stream, path: str, times: np.ndarray, end_tolerance: f
         container.seek(target, stream=stream, backward=True, any_frame=False)
     out: list[np.ndarray | None] = [None] * len(times)
     cache: dict[int, np.ndarray] = {}
+    rgb = VideoReformatter()  # keeps its conversion context across frames (much faster than frame.to_ndarray)
 
     def take(frame: av.VideoFrame) -> np.ndarray:
         if frame.pts not in cache:
-            cache[frame.pts] = frame.to_ndarray(format="rgb24")
+            cache[frame.pts] = rgb.reformat(frame, format="rgb24").to_ndarray()
         return cache[frame.pts]
 
     i, prev, prev_t = 0, None, -math.inf
