@@ -9,6 +9,8 @@
     narration_verb_taxonomy.csv       verb classes (Ego4D's label,group format)
     narration_noun_taxonomy.csv       noun classes
     tokenizer/                        byte-level BPE trained on the narrations (tokenizer.json, vocab.json, merges.txt)
+    epic/                             EK-100 MIR set (official CSVs, relevancy pickles, whole videos; SynthConfig.epic)
+    charades/                         Charades-Ego set (official CSVs, class list, whole videos; SynthConfig.charades)
     manifest.json, README.txt         what is where, sizes, chunk_seconds, num_verbs / num_nouns
 
 The world: each video has its own scene (background colour and texture) and a few objects (shapes in colours).
@@ -112,10 +114,20 @@ def _readme(manifest: dict) -> str:
         "narration.json              raw narrations, Ego4D layout\n"
         f"narration_*_taxonomy.csv    {manifest['num_verbs']} verbs, {manifest['num_nouns']} nouns (label,group)\n"
         "tokenizer/                  byte-level BPE trained on the narrations\n"
-        "manifest.json               all of the above, machine-readable, with the generating config\n\n"
+        + _downstream_readme(manifest["files"])
+        + "manifest.json               all of the above, machine-readable, with the generating config\n\n"
         f"Use chunk_seconds={manifest['chunk_seconds']}, num_verbs={manifest['num_verbs']}, "
         f"num_nouns={manifest['num_nouns']} when loading.\n"
     )
+
+
+def _downstream_readme(files: dict[str, str]) -> str:
+    lines = ""
+    if "epic" in files:
+        lines += "epic/                       EK-100 MIR: retrieval CSVs, relevancy pickles, videos/<P>/<id>.MP4\n"
+    if "charades" in files:
+        lines += "charades/                   Charades-Ego: *_only1st.csv, Charades_v1_classes.txt, videos/<id>.mp4\n"
+    return lines
 
 
 def _summary(out: Path, manifest: dict, seconds: float) -> SynthSummary:
@@ -148,7 +160,7 @@ def _previous_world(out: Path, cfg: SynthConfig, reuse: bool) -> dict | None:
     if reuse and {k: v for k, v in old.get("config", {}).items() if k != "workers"} == wanted:
         return old
     path.unlink()  # written last: its absence marks an incomplete world if this run is interrupted
-    for name in ("videos", "tokenizer"):
+    for name in ("videos", "tokenizer", "epic", "charades"):
         shutil.rmtree(out / name, ignore_errors=True)
     return None
 

@@ -60,7 +60,8 @@ class SynthConfig:
     """Sizes and look of the synthetic egocentric world (``egovlp data synth --out DIR key=value ...``).
 
     The defaults make the demo set: 16 videos of about 4 minutes, about 1000 training clips, 150 EgoMCQ questions of
-    each type, 80x64 px at 8 fps in 30 s chunks; it generates in well under a minute on 2 cores.
+    each type, 80x64 px at 8 fps in 30 s chunks, plus small EK-100 MIR and Charades-Ego sets; it generates in well
+    under a minute on 2 cores.
     """
 
     seed: int = 0
@@ -88,6 +89,17 @@ class SynthConfig:
     gop_seconds: float = 2.0  # keyframe interval
     tokenizer_vocab_size: int = 400
     workers: int = 2  # processes encoding videos
+    # Downstream sets rendered by the same world (new videos, whole files): EK-100 MIR under epic/, Charades-Ego
+    # under charades/ (see egovlp.data.synthetic.epic_mir / .charades_ego).
+    epic: bool = True
+    epic_videos: int = 6  # the last epic_test_videos form the test split
+    epic_test_videos: int = 2
+    epic_video_seconds: float = 45.0
+    epic_participants: int = 2
+    charades: bool = True
+    charades_videos: int = 32  # the last charades_test_videos form the test split
+    charades_test_videos: int = 12
+    charades_video_seconds: float = 10.0
 
     def validate(self) -> None:
         """Raise ConfigError for impossible settings."""
@@ -106,6 +118,20 @@ class SynthConfig:
             (0 < self.event_seconds_min <= self.event_seconds_max, "need 0 < event_seconds_min <= max"),
             (0 <= self.gap_seconds_min <= self.gap_seconds_max, "need 0 <= gap_seconds_min <= max"),
             (self.video_seconds >= 4 * self.event_seconds_max, "video_seconds too short for its events"),
+            (
+                not self.epic or 1 <= self.epic_test_videos < self.epic_videos,
+                "need 1 <= epic_test_videos < epic_videos",
+            ),
+            (not self.epic or self.epic_participants >= 1, "epic_participants must be >= 1"),
+            (not self.epic or self.epic_video_seconds >= 4 * self.event_seconds_max, "epic_video_seconds too short"),
+            (
+                not self.charades or 1 <= self.charades_test_videos < self.charades_videos,
+                "need 1 <= charades_test_videos < charades_videos",
+            ),
+            (
+                not self.charades or self.charades_video_seconds >= 2 * self.event_seconds_max + 2.5,
+                "charades_video_seconds too short for two actions",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -21,7 +21,7 @@ import numpy as np
 
 from egovlp.data.synthetic.world import Event, Scene, Video, World
 
-__all__ = ["VideoRenderer", "background", "shape_mask", "write_chunks"]
+__all__ = ["VideoRenderer", "background", "shape_mask", "write_chunks", "write_video"]
 
 _TEXTURE_AMPLITUDE = 22
 
@@ -162,3 +162,20 @@ def write_chunks(world: World, video: Video, out_dir: str | os.PathLike) -> list
         os.replace(tmp, path)
         paths.append(path)
     return paths
+
+
+def write_video(world: World, video: Video, path: str | os.PathLike) -> Path:
+    """Render ``video`` into one whole mp4 file at ``path`` (the layout of EK-100 and Charades-Ego videos)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    renderer = VideoRenderer(world, video)
+    tmp = path.with_name(f".{path.name}.tmp.mp4")
+    container, stream = _open_writer(tmp, world)
+    with container:
+        for n in range(round(video.duration * world.config.fps)):
+            frame = av.VideoFrame.from_ndarray(renderer.frame(n / world.config.fps), format="rgb24")
+            frame.pts = n
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    os.replace(tmp, path)
+    return path

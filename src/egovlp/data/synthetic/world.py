@@ -22,7 +22,7 @@ import numpy as np
 from egovlp.data.synthetic.config import COLOURS, SHAPES, VERB_PAIRS, SynthConfig, Verb
 from egovlp.errors import ConfigError
 
-__all__ = ["Event", "Question", "Scene", "Video", "World", "plan_world"]
+__all__ = ["Event", "Question", "Scene", "Video", "World", "plan_videos", "plan_world"]
 
 TEXTURES = ("stripes", "checker", "dots", "gradient", "diagonal", "plain")
 
@@ -197,6 +197,16 @@ def plan_world(cfg: SynthConfig) -> World:
     videos = _number_clips([_video(rng, cfg, v) for v in range(cfg.num_videos)])
     world = World(cfg, verbs, SHAPES[: cfg.num_shapes], COLOURS[: cfg.num_colours], tuple(videos), ())
     return dataclasses.replace(world, questions=_questions(world, rng))
+
+
+def plan_videos(cfg: SynthConfig, rng: np.random.Generator, count: int, seconds: float) -> tuple[Video, ...]:
+    """``count`` more videos of about ``seconds`` each in the world of ``cfg``, none held out (downstream sets).
+
+    Scenes, objects and action timelines are drawn from ``rng`` exactly as for the world's own videos;
+    ``Event.video`` indexes the returned tuple.
+    """
+    sub = dataclasses.replace(cfg, num_videos=count, video_seconds=seconds, mcq_pairs_per_video=0)
+    return tuple(_video(rng, sub, v) for v in range(count))
 
 
 def _text_key(world: World, e: Event) -> tuple[int, int, int]:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from egovlp.data.egoclip_table import write_egoclip_csv
+from egovlp.data.synthetic.charades_ego import write_charades_ego
+from egovlp.data.synthetic.epic_mir import write_epic_mir
 from egovlp.data.synthetic.world import Event, World
 from egovlp.data.taxonomy import write_taxonomy
 from egovlp.data.text import clean_narration
@@ -114,4 +116,6 @@ WRITERS: dict[str, Writer] = {
     "narrations": write_narrations,
     "taxonomies": write_taxonomies,
     "tokenizer": write_tokenizer,
+    "epic_mir": write_epic_mir,  # epic/ (SynthConfig.epic)
+    "charades_ego": write_charades_ego,  # charades/ (SynthConfig.charades)
 }
