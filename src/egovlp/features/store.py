@@ -1,0 +1,209 @@
+"""Feature files and the manifest: atomic writes, resumability and reading back.
+
+One file per item (video, clip or text set), named after the item's id under the output folder:
+
+* ``safetensors`` (default): ``<out>/<id>.safetensors`` holding the tensors (``features`` and, per mode,
+  ``window_start`` / ``window_end`` / ``text_tokens`` / ``text_mask``) and, in its metadata under
+  ``egovlp.features``, the item's manifest entry as JSON;
+* ``npy``: ``<out>/<id>.npy`` (``features``), ``<out>/<id>.<name>.npy`` for the other arrays and ``<out>/<id>.json``
+  (the entry). ``<id>.npy`` is written last, so its presence means the item is complete.
+
+Every file is written to a hidden temporary file in the same folder (``.<name>.<random>.tmp``) and renamed into
+place, so a killed run leaves either the complete file or a temporary file that later runs ignore (and the final
+manifest step removes). An item is done when its main file exists.
+
+``manifest.json`` (written atomically by rank 0) records the model, the checkpoint, all settings and one entry per
+item; a run into a folder whose manifest has other settings stops instead of mixing features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from egovlp.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MANIFEST",
+    "FeatureFile",
+    "atomic_write",
+    "check_settings",
+    "feature_path",
+    "read_entry",
+    "read_features",
+    "read_manifest",
+    "remove_stale_temporaries",
+    "settings_hash",
+    "write_features",
+    "write_manifest",
+]
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = "egovlp-features-1"
+META_KEY = "egovlp.features"
+_SUFFIX = {"safetensors": ".safetensors", "npy": ".npy"}
+
+
+@dataclass(frozen=True)
+class FeatureFile:
+    """A feature file read back: its arrays (``features`` first) and its manifest entry."""
+
+    arrays: dict[str, np.ndarray]
+    entry: dict
+
+    @property
+    def features(self) -> np.ndarray:
+        return self.arrays["features"]
+
+
+def feature_path(out_dir: str | os.PathLike, item_id: str, fmt: str) -> Path:
+    """The main file of item ``item_id``: ``<out>/<id>.safetensors`` or ``<out>/<id>.npy``."""
+    return Path(out_dir) / f"{item_id}{_SUFFIX[fmt]}"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path`` (atomic on POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, obj: object) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n"))
+
+
+def _npy_extra(path: Path, name: str) -> Path:
+    return path.with_name(f"{path.stem}.{name}.npy")
+
+
+def write_features(path: Path, arrays: dict[str, np.ndarray], entry: dict, fmt: str) -> None:
+    """Write one item's arrays (``features`` first in the dict) and its entry atomically (see the module doc)."""
+    if fmt == "safetensors":
+        import torch
+        from safetensors.torch import save_file
+
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(entry)}))
+        return
+    for name, value in arrays.items():
+        if name != "features":
+            atomic_write(_npy_extra(path, name), lambda tmp, v=value: _save_npy(tmp, v))
+    _write_json(path.with_suffix(".json"), entry)
+    atomic_write(path, lambda tmp: _save_npy(tmp, arrays["features"]))  # last: marks the item complete
+
+
+def _save_npy(path: Path, value: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object keeps np.save from appending ".npy" to the temporary name
+        np.save(f, value)
+
+
+def read_entry(path: str | os.PathLike) -> dict:
+    """The manifest entry stored with a feature file (cheap: no arrays are read)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as f:
+            text = (f.metadata() or {}).get(META_KEY)
+        if text is None:
+            raise DataError(f"{path}: not an egovlp feature file (no {META_KEY} metadata)")
+        return json.loads(text)
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        raise DataError(f"{path}: its entry {sidecar.name} is missing")
+    return json.loads(sidecar.read_text())
+
+
+def read_features(path: str | os.PathLike) -> FeatureFile:
+    """Read a feature file (either format) with its arrays and entry."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such feature file")
+    entry = read_entry(path)
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        loaded = load_file(str(path))
+        arrays = {"features": loaded.pop("features"), **loaded}
+    else:
+        arrays = {"features": np.load(path)}
+        for name in entry.get("arrays", []):
+            if name != "features":
+                arrays[name] = np.load(_npy_extra(path, name))
+    return FeatureFile(arrays, entry)
+
+
+# ------------------------------------------------------------------------------------------------------ manifest
+def settings_hash(settings: dict) -> str:
+    """A short fingerprint of the settings that change the features."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_manifest(out_dir: str | os.PathLike) -> dict | None:
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e}); move it away to start over") from None
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(_diff(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def check_settings(out_dir: str | os.PathLike, settings: dict) -> dict | None:
+    """The existing manifest of ``out_dir`` (None if none); raise if it was made with other settings."""
+    manifest = read_manifest(out_dir)
+    if manifest is None:
+        return None
+    if manifest.get("settings_hash") != settings_hash(settings):
+        changes = _diff(manifest.get("settings", {}), settings)
+        raise ConfigError(
+            f"{Path(out_dir) / MANIFEST} holds features made with other settings ({'; '.join(changes[:8])}); "
+            "use another output folder, or delete it to start over"
+        )
+    return manifest
+
+
+def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> Path:
+    """Write ``manifest.json`` atomically."""
+    path = Path(out_dir) / MANIFEST
+    _write_json(path, {"format": FORMAT_VERSION, **manifest})
+    return path
+
+
+def remove_stale_temporaries(out_dir: str | os.PathLike) -> int:
+    """Delete the temporary files of killed writes (``.<name>.<random>.tmp``); call when no writer is running."""
+    count = 0
+    for tmp in Path(out_dir).rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            count += 1
+    if count:
+        log.info("removed %d temporary file(s) of interrupted writes under %s", count, out_dir)
+    return count
