@@ -96,6 +96,9 @@ class FeatureExtractor:
     def __init__(self, model, cfg: ExtractConfig, device: torch.device, tokenizer=None) -> None:
         self.model, self.cfg, self.device, self.tokenizer = model.eval(), cfg, device, tokenizer
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.precision)
+        if dtype == torch.float16 and device.type == "cpu":
+            log.info("precision=fp16 is for GPUs; computing in fp32 on the CPU")
+            dtype = None
         self._autocast = (
             (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
         )
