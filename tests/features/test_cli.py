@@ -69,3 +69,29 @@ def test_shipped_configs_follow_the_release(name, frames, mode):
     size, stride = window_seconds(cfg.window, 30.0)
     assert size == stride == pytest.approx(16 / 30)
     assert 1 / stride == pytest.approx(1.875)  # features per second on Ego4D's 30 fps videos
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks(fx, tmp_path):
+    """Two gloo processes split the items (no duplicates) and rank 0 writes the manifest after gathering."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+        "-m", "egovlp.cli.main", "extract", "--checkpoint", str(fx.checkpoint), "--annotations", str(fx.nlq),
+        "--video-root", str(fx.videos), "--out", str(out), *SMALL, "num_workers=0", "device=cpu",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 feature file(s) written" in proc.stdout
+    manifest = read_manifest(out)
+    assert manifest["complete"] and sorted(manifest["videos"]) == ["clip-1", "clip-2"]
+    assert read_features(out / "clip-2.safetensors").features.shape == (3, 64)  # 2 s in 0.8 s windows, padded

@@ -176,7 +176,8 @@ def test_ranks_split_the_items(fx, tiny, tmp_path):
     r1 = extract_features(cfg, tiny, rank=1, world_size=2, gather=lambda x: sent.append(x) or [x])
     assert r1.manifest is None
     r0 = extract_features(cfg, tiny, rank=0, world_size=2, gather=lambda x: [x, *sent])
-    assert r0.extracted == ["clip-1"] and r1.extracted == ["clip-2"]
+    assert r1.extracted == ["clip-2"]  # rank 1: its own items; rank 0: everyone's
+    assert r0.extracted == ["clip-1", "clip-2"] and sent[0][2] == ["clip-2"]
     manifest = json.loads(r0.manifest.read_text())
     assert sorted(manifest["videos"]) == ["clip-1", "clip-2"] and manifest["complete"] is True
 

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -44,9 +45,11 @@ class Job:
         return 0 if self.plan is None else math.ceil(self.plan.num_windows / batch_size)
 
 
-@dataclass
-class WindowBatch:
-    """Batch ``batch`` of job ``job``: frames ``(b, F, 3, S, S)`` float32, or the reason they could not be read."""
+class WindowBatch(NamedTuple):
+    """Batch ``batch`` of job ``job``: frames ``(b, F, 3, S, S)`` float32, or the reason they could not be read.
+
+    (A NamedTuple, so that the DataLoader's ``pin_memory`` pins the frames.)
+    """
 
     job: int
     batch: int
@@ -142,13 +145,15 @@ class FeatureExtractor:
         """Dual video features of windows ``(B, F, 3, H, W) -> (B, D)`` float32 on the CPU."""
         v = self.cfg.video
         with self._autocast():
-            x = self.model.encode_video(video.to(self.device), normalize=v.normalize, project=v.project)
+            x = self.model.encode_video(
+                video.to(self.device, non_blocking=True), normalize=v.normalize, project=v.project
+            )
         return x.float().cpu()
 
     @torch.no_grad()
     def fused_features(self, video: torch.Tensor, queries: dict[str, torch.Tensor]) -> torch.Tensor:
         """Windows ``(B, F, 3, H, W)`` fused with each of ``Q`` queries -> ``(Q, B, D)`` float32 on the CPU."""
-        video = video.to(self.device)
+        video = video.to(self.device, non_blocking=True)
         b, num_frames = video.shape[:2]
         pool = self.cfg.fused.pool
         out = []

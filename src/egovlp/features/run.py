@@ -45,7 +45,7 @@ _RUNTIME_FIELDS = ("out_dir", "batch_size", "num_workers", "device", "progress",
 
 @dataclass
 class ExtractResult:
-    """What a run did on this rank (``manifest`` is the path on rank 0, else None)."""
+    """What a run did: on rank 0 for every rank (and ``manifest``, the path written), elsewhere for this rank."""
 
     out_dir: Path
     extracted: list[str] = field(default_factory=list)
@@ -249,7 +249,7 @@ def extract_features(
     """Extract the features ``cfg`` describes with ``model`` (already loaded with ``window.num_frames`` frames).
 
     Items whose file exists are skipped (their entries are read from the file); the rest are extracted by this
-    rank. Returns what this rank did; on rank 0 ``manifest`` is the written ``manifest.json``.
+    rank. Returns what was done: on rank 0 by every rank, with ``manifest`` the written ``manifest.json``.
     """
     cfg.validate()
     device = torch.device(device)
@@ -280,9 +280,13 @@ def extract_features(
     total = sum(j.plan.num_windows for j in jobs) if windows else len(jobs)
     with _progress(total, cfg.progress and rank == 0, "win" if windows else "item") as bar:
         (_run_windows if windows else _run_texts)(run, jobs, bar)
-    gathered = gather((run.entries, run.result.failed))
+    r = run.result
+    gathered = gather((run.entries, r.failed, r.extracted, r.skipped))
     if rank == 0:
         manifest = _final_manifest(cfg, settings, previous, [g[0] for g in gathered], [g[1] for g in gathered], out_dir)
-        run.result.manifest = write_manifest(out_dir, manifest)
+        r.manifest = write_manifest(out_dir, manifest)
         remove_stale_temporaries(out_dir)
-    return run.result
+        r.failed = {k: v for g in gathered for k, v in g[1].items()}
+        r.extracted = sorted(i for g in gathered for i in g[2])
+        r.skipped = sorted(i for g in gathered for i in g[3])
+    return r
