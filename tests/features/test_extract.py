@@ -185,3 +185,21 @@ def test_ranks_split_the_items(fx, tiny, tmp_path):
 def test_items_are_collected_in_a_fixed_order(fx):
     cfg = make_config(fx, "unused", f"source.videos={fx.videos}")
     assert [it.id for it in collect_items(cfg.source, "video")] == ["a", "sub/b"]
+
+
+def test_text_mode_from_narrations_in_batches(fx, tiny, tokenizer, tmp_path):
+    narrations = {
+        "v1": {"narration_pass_1": {"narrations": [
+            {"timestamp_sec": 1.5 * i, "narration_text": f"#C C opens door {i}"} for i in range(5)
+        ]}},
+    }  # fmt: skip
+    path = tmp_path / "narration.json"
+    path.write_text(json.dumps(narrations))
+    outs = {}
+    for batch in (2, 32):
+        cfg = make_config(fx, tmp_path / str(batch), "mode=text", f"source.annotations={path}", f"batch_size={batch}")
+        extract_features(cfg, tiny, tokenizer)
+        outs[batch] = read_features(tmp_path / str(batch) / "v1.safetensors")
+    assert outs[2].features.shape == (5, 64)
+    np.testing.assert_allclose(outs[2].features, outs[32].features, atol=ATOL)
+    assert outs[2].entry["queries"][3] == {"key": "narration_pass_1/3", "text": "#C C opens door 3", "time": 4.5}

@@ -157,9 +157,11 @@ def _identity(x: WindowBatch) -> WindowBatch:
 
 
 def _run_texts(run: _Run, jobs: list[Job], bar) -> None:
+    step = run.cfg.batch_size
     for job in jobs:
-        arrays = run.extractor.text_features([q.text for q in job.item.queries])
-        run.save(job, arrays)
+        texts = [q.text for q in job.item.queries]
+        chunks = [run.extractor.text_features(texts[i : i + step]) for i in range(0, len(texts), step)]
+        run.save(job, {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]})
         bar.update(1)
 
 
