@@ -129,6 +129,29 @@ class EpicMIRAnnotations:
         """``verbs (N,)`` int64 and ``nouns (N, C)`` bool multi-hot of every clip (for relevancy rows on the fly)."""
         return _class_arrays(self.clips)
 
+    @cached_property
+    def _sentence_classes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``verbs (S,)``, ``nouns (S, C)`` bool and noun counts ``(S,)`` of every sentence (its clip row's classes)."""
+        verbs, nouns = self.class_arrays
+        cols = self.sentence_clip_index
+        return verbs[cols], nouns[cols], nouns[cols].sum(axis=1)
+
+    def relevancy_row(self, index: int) -> np.ndarray:
+        """``(num_sentences,)`` float64 relevancy of clip ``index`` to every sentence.
+
+        The loaded matrix's row when there is one; else computed from the classes (equal to
+        :func:`build_relevancy`'s row) without building the whole matrix, which the training split is too big for.
+        """
+        if self.relevancy is not None:
+            return np.asarray(self.relevancy[index], dtype=np.float64)
+        verbs, nouns = self.class_arrays
+        s_verbs, s_nouns, s_counts = self._sentence_classes
+        own = np.flatnonzero(nouns[index])
+        inter = s_nouns[:, own].sum(axis=1, dtype=np.float64)  # (S,) |nouns_i & nouns_j|
+        union = len(own) + s_counts - inter
+        iou = np.divide(inter, union, out=np.ones_like(inter), where=union > 0)  # IoU(empty, empty) = 1
+        return ((s_verbs == verbs[index]) + iou) * 0.5
+
     def video_path(self, root: str | Path, index: int) -> Path:
         """Video file of clip ``index``: ``<root>/<participant_id>/<video_id>.MP4``."""
         return epic_video_path(root, self.clips[index])
