@@ -1,0 +1,191 @@
+"""Charades-Ego action recognition with the dual encoder: zero-shot / fine-tuned evaluation and fine-tuning.
+
+Evaluation (as the release): each test video is encoded whole at 32 frames, each class name (the text after
+``cNNN`` in ``Charades_v1_classes.txt``) as a text prompt; the score of class c for a video is the cosine of their
+dual features, and :func:`~egovlp.metrics.charades_map` gives the mAP over classes (videos without labels ranked
+last; classes without any positive video skipped and reported, where the official code returns NaN). Under DDP
+videos are sharded without padding, features gathered with their indices, rank 0 computes the metric.
+
+Fine-tuning (release: ``configs/ft/charades.json``, ``metadata_train.csv``): every labelled action segment is a
+(video clip, class name) pair, 32 frames drawn at random in its segments, RandomResizedCrop + flip; the loss is the
+symmetric InfoNCE (temperature 0.05) of the all-gathered batch (``NormSoftmaxLoss``: the EgoNCE loss with
+``positives="none"``), with the class-name texts padded to 15 tokens. Validation is the mAP above.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from egovlp.data.charades import load_charades_ego
+from egovlp.data.charades_dataset import CharadesActionDataset, CharadesVideoDataset
+from egovlp.data.epic_mir_dataset import ClipCollate
+from egovlp.data.tokenizer import Tokenizer
+from egovlp.data.transforms import eval_transform, train_transform
+from egovlp.losses import EgoNCELoss
+from egovlp.metrics import charades_map
+from egovlp.models.config import ModelConfig
+from egovlp.models.registry import get_model_config
+from egovlp.tasks.base import Task, TaskModule
+from egovlp.tasks.epic_mir import check_vocab, encode_texts, encode_videos, gather_shards, sharded_loader
+from egovlp.tasks.frames import frames_for_eval
+from egovlp.tasks.pretrain import InitConfig
+from egovlp.train.datasets import CountingCollate, TrainingDataset
+from egovlp.train.distributed import DistInfo
+from egovlp.train.loop import TrainConfig
+from egovlp.train.optim import OptimConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CharadesData:
+    annotation_dir: str = ""  # CharadesEgo_v1_{train,test}_only1st.csv (and Charades_v1_classes.txt)
+    video_root: str = ""  # <root>/<id>.mp4
+    classes_file: str = ""  # default: <annotation_dir>/Charades_v1_classes.txt
+    tokenizer: str = ""  # roberta-base tokenizer directory
+    num_frames: int = 32  # release: 32 for fine-tuning and evaluation (the temporal embedding is resized)
+
+
+@dataclass(frozen=True)
+class CharadesEval:
+    split: str = "test"  # the release validates on the test split
+    batch_size: int = 8  # videos per batch
+    num_workers: int = 4
+    bad_input: str = "raise"  # raise | skip (skipped videos are left out of the mAP and counted)
+    max_videos: int = 0  # evaluate only the first N videos (0 = all)
+    prompt_max_length: int = 30  # release: class names truncated at 30 tokens
+
+
+@dataclass(frozen=True)
+class CharadesTrainData:
+    batch_size: int = 16  # action segments per rank (release: 16 x 8 GPUs)
+    num_workers: int = 4
+    text_max_length: int = 15  # release: class names padded to 15 tokens in training
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    hflip: bool = True
+    bad_input: str = "skip"
+
+
+@dataclass(frozen=True)
+class ContrastiveLossConfig:
+    temperature: float = 0.05  # release NormSoftmaxLoss
+    gather_grad: str = "full"  # full: exact full-batch gradient | local: the release's (gradient / world size)
+
+
+@dataclass(frozen=True)
+class CharadesEvalConfig:
+    """``egovlp evaluate charades``: the model comes from ``--checkpoint``."""
+
+    data: CharadesData = field(default_factory=CharadesData)
+    eval: CharadesEval = field(default_factory=CharadesEval)
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class CharadesConfig:
+    """``egovlp finetune charades`` (release: lr 1.5e-5, batch 16 x 8 GPUs, 20 epochs, cosine with 10 % warm-up)."""
+
+    model: ModelConfig = field(default_factory=lambda: get_model_config("egovlpv2-base-smallproj"))
+    init: InitConfig = field(default_factory=InitConfig)
+    data: CharadesData = field(default_factory=CharadesData)
+    train_data: CharadesTrainData = field(default_factory=CharadesTrainData)
+    eval: CharadesEval = field(default_factory=CharadesEval)
+    loss: ContrastiveLossConfig = field(default_factory=ContrastiveLossConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1.5e-5, new_param_lr_mult=1.0))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/charades", epochs=20))
+
+
+def _load(data: CharadesData, split: str):
+    return load_charades_ego(data.annotation_dir, split, data.classes_file or None)
+
+
+class CharadesEvaluator:
+    """Loads a Charades-Ego split once; ``evaluator(model)`` gives its metrics on rank 0 (``{}`` on other ranks)."""
+
+    def __init__(self, data: CharadesData, cfg: CharadesEval, tokenizer: Tokenizer, img_size: int, dist: DistInfo):
+        self.data, self.cfg, self.tokenizer, self.dist = data, cfg, tokenizer, dist
+        self.annotations = _load(data, cfg.split)
+        dataset: Dataset = CharadesVideoDataset(
+            self.annotations, data.video_root, data.num_frames, eval_transform(img_size), cfg.bad_input
+        )
+        if cfg.max_videos:
+            dataset = torch.utils.data.Subset(dataset, range(min(cfg.max_videos, len(dataset))))
+        self.loader = sharded_loader(dataset, cfg.batch_size, cfg.num_workers, dist, ClipCollate())
+
+    @torch.no_grad()
+    def __call__(self, model) -> dict[str, Any]:
+        with frames_for_eval(model, self.data.num_frames):
+            videos = gather_shards(encode_videos(model, self.loader, self.dist.device, keep=("label",)), self.dist)
+        if not self.dist.is_main:
+            return {}
+        prompts = encode_texts(
+            model, self.tokenizer, self.annotations.prompts, self.dist.device, max_length=self.cfg.prompt_max_length
+        )
+        return self.metrics(videos, prompts)
+
+    def metrics(self, videos: dict[str, Any], prompts: np.ndarray) -> dict[str, Any]:
+        """mAP (percent) of the gathered video features scored against the class prompts, plus what was skipped."""
+        scores = videos["video"] @ prompts.T  # (videos, classes) cosine
+        result = charades_map(scores, videos["label"].reshape(len(scores), len(prompts)))
+        if result.skipped_classes:
+            log.info("Charades-Ego mAP: %d classes without positives skipped", result.num_classes_skipped)
+        return {
+            "mAP": 100.0 * result.map,
+            "videos": float(len(scores)),
+            "classes_evaluated": float(result.num_classes_evaluated),
+            "classes_skipped": float(result.num_classes_skipped),
+            "videos_without_labels": float(result.num_videos_without_labels),
+            "skipped_videos": float(videos["skipped"]),
+            "skipped_class_ids": list(result.skipped_classes),
+        }
+
+
+class CharadesModule(TaskModule):
+    """``forward(batch)`` -> ``{"loss"}``: symmetric InfoNCE of (clip, class name) pairs over the gathered batch."""
+
+    def __init__(self, model, cfg: ContrastiveLossConfig) -> None:
+        super().__init__(model)
+        self.loss = EgoNCELoss(cfg.temperature, "none", cfg.gather_grad)
+        self.has_unused_parameters = model.cfg.has_fusion  # fusion layers and heads are idle in the dual pass
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        video = self.model.encode_video(batch["video"])  # (B, E)
+        text = self.model.encode_text(batch["input_ids"], batch["attention_mask"])  # (B, E)
+        return {"loss": self.loss(text, video).loss}
+
+
+class CharadesTask(Task):
+    """Charades-Ego fine-tuning on action segments with mAP validation on ``eval.split``."""
+
+    name = "charades"
+
+    def __init__(self, cfg: CharadesConfig, tokenizer: Tokenizer, seed: int = 0) -> None:
+        check_vocab(tokenizer, cfg.model)
+        self.cfg, self.tokenizer, self.seed = cfg, tokenizer, seed
+        self.batch_size, self.num_workers = cfg.train_data.batch_size, cfg.train_data.num_workers
+        self._evaluator: CharadesEvaluator | None = None
+
+    def train_dataset(self) -> TrainingDataset:
+        d, t = self.cfg.data, self.cfg.train_data
+        transform = train_transform(self.cfg.model.video.img_size, tuple(t.crop_scale), t.hflip)
+        dataset = CharadesActionDataset(_load(d, "train"), d.video_root, d.num_frames, transform, t.bad_input)
+        return TrainingDataset(dataset, self.seed)
+
+    def collate_fn(self):
+        return CountingCollate(ClipCollate(self.tokenizer, self.cfg.train_data.text_max_length, "max_length"))
+
+    def build_module(self, model) -> CharadesModule:
+        return CharadesModule(model, self.cfg.loss)
+
+    def evaluate(self, model, dist: DistInfo) -> dict[str, Any]:
+        if self._evaluator is None:
+            self._evaluator = CharadesEvaluator(
+                self.cfg.data, self.cfg.eval, self.tokenizer, model.cfg.video.img_size, dist
+            )
+        return self._evaluator(model)
