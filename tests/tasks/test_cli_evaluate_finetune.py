@@ -123,3 +123,39 @@ def test_missing_annotations_name_the_file(world, tiny_weights, tmp_path, capsys
             f"data.video_root={tmp_path}", f"data.tokenizer={world['tokenizer']}", "device=cpu"]  # fmt: skip
     assert main(argv) == 1
     assert f"{tmp_path / 'EPIC_100_retrieval_test.csv'}: annotation file not found" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_evaluate_under_two_gloo_processes_equals_one_process(world, tiny_weights, tmp_path):
+    """torchrun-style launch of `egovlp evaluate`: clips and sentences sharded, gathered, scored once on rank 0."""
+    import os
+    import subprocess
+    import sys
+
+    common = ["evaluate", "epic_mir", "--checkpoint", str(tiny_weights), *epic_paths(world), "data.num_frames=4",
+              "eval.num_workers=0", "eval.batch_size=5", "eval.text_batch_size=4", "device=cpu"]  # fmt: skip
+    assert main([*common, "--output", str(tmp_path / "one.json")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
+    env["MASTER_PORT"] = str(_free_port())
+    if Path("/sys/class/net/lo").exists():
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    cmd = [sys.executable, "-m", "egovlp.cli.main", *common, "--output", str(tmp_path / "two.json")]
+    procs = [
+        subprocess.Popen(cmd, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for r in range(2)
+    ]  # fmt: skip
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    one, two = _results(tmp_path / "one.json"), _results(tmp_path / "two.json")
+    assert two["clips"] == one["clips"] and two["sentences"] == one["sentences"]
+    for key in MIR_KEYS:
+        assert two[key] == pytest.approx(one[key], abs=1e-4), key
