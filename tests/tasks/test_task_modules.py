@@ -10,7 +10,7 @@ from egovlp.data.epic_mir import load_epic_mir
 from egovlp.data.epic_mir_dataset import ClipCollate, EpicMIRDataset
 from egovlp.data.tokenizer import Tokenizer
 from egovlp.data.transforms import train_transform
-from egovlp.losses import adaptive_max_margin_loss, cosine_similarity_matrix
+from egovlp.losses import adaptive_max_margin_loss, cosine_similarity_matrix, egonce_loss
 from egovlp.models.weights import load_model
 from egovlp.tasks.charades import CharadesData, CharadesEval, CharadesEvaluator, CharadesModule, ContrastiveLossConfig
 from egovlp.tasks.epic_mir import (
@@ -80,9 +80,23 @@ def test_contrastive_module_learns_a_fixed_batch(tiny_weights, tokenizer):
     torch.manual_seed(0)
     names = ["Picking up a cube", "Pushing a ball", "Pulling a cone", "Putting down a ring"]
     batch = {"video": torch.randn(4, 4, 3, 32, 32), **tokenizer(names, 15, "max_length")}
-    module = CharadesModule(load_model(tiny_weights), ContrastiveLossConfig())
+    module = CharadesModule(load_model(tiny_weights), ContrastiveLossConfig(), 20)
     losses = _train_steps(module, batch)
     assert all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0] and losses[-1] == min(losses[3:]), losses
+
+
+def test_same_class_positives_is_egonce_over_class_labels(tiny_weights, tokenizer):
+    names = ["Picking up a cube", "Pushing a ball", "Picking up a cube", "Putting down a ring"]
+    batch = {"video": torch.randn(4, 4, 3, 32, 32), "target": torch.tensor([0, 7, 0, 13]), **tokenizer(names, 15)}
+    model = load_model(tiny_weights).eval()
+    plain = CharadesModule(model, ContrastiveLossConfig(), 20)(batch)["loss"]
+    merged = CharadesModule(model, ContrastiveLossConfig(same_class_positives=True), 20)(batch)["loss"]
+    v = model.encode_video(batch["video"])
+    t = model.encode_text(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(plain, egonce_loss(t, v, None, None, 0.05, "none").loss)
+    same = torch.nn.functional.one_hot(batch["target"], 20)
+    torch.testing.assert_close(merged, egonce_loss(t, v, same, None, 0.05, "verb").loss)
+    assert merged < plain  # segments 0 and 2 (same class) stop pushing each other apart
 
 
 def _shards(model, evaluator_type, data, cfg, tokenizer, world_size: int, keep=()) -> list[dict]:

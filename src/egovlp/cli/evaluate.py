@@ -17,28 +17,34 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import field, make_dataclass
 from pathlib import Path
 from typing import Any
 
 from egovlp.errors import ConfigError
-from egovlp.tasks.egomcq import EgoMCQConfig
 
 log = logging.getLogger(__name__)
 
 TASKS = ("egomcq", "epic_mir", "charades")
 
 
-@dataclass(frozen=True)
-class EgoMCQEvalConfig:
-    """``egovlp evaluate egomcq``: the model comes from ``--checkpoint``."""
+@functools.cache
+def egomcq_eval_schema() -> type:
+    """The ``egovlp evaluate egomcq`` config: ``data`` (:class:`~egovlp.tasks.egomcq.EgoMCQConfig`), ``tokenizer``
+    (roberta-base directory), ``device``; the model comes from ``--checkpoint``. Made on first use, so that the
+    command line starts without importing the data stack."""
+    from egovlp.tasks.egomcq import EgoMCQConfig
 
-    data: EgoMCQConfig = field(default_factory=EgoMCQConfig)
-    tokenizer: str = ""  # roberta-base tokenizer directory
-    device: str = "auto"
+    fields = [
+        ("data", EgoMCQConfig, field(default_factory=EgoMCQConfig)),
+        ("tokenizer", str, ""),
+        ("device", str, "auto"),
+    ]
+    return make_dataclass("EgoMCQEvalConfig", fields, frozen=True)
 
 
 # the config keys that must name files for each task
@@ -96,7 +102,7 @@ def schema_of(task: str) -> type:
     from egovlp.tasks.charades import CharadesEvalConfig
     from egovlp.tasks.epic_mir import EpicMIREvalConfig
 
-    return {"egomcq": EgoMCQEvalConfig, "epic_mir": EpicMIREvalConfig, "charades": CharadesEvalConfig}[task]
+    return {"egomcq": egomcq_eval_schema(), "epic_mir": EpicMIREvalConfig, "charades": CharadesEvalConfig}[task]
 
 
 def check_required(cfg: Any, keys: tuple[str, ...], task: str) -> None:

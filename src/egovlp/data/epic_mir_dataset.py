@@ -130,7 +130,7 @@ class ClipCollate:
             values = [it[key] for it in items]
             if torch.is_tensor(first):
                 out[key] = torch.stack(values)
-            elif isinstance(first, bool | int):
+            elif isinstance(first, int):
                 out[key] = torch.tensor(values, dtype=torch.long)
             elif isinstance(first, float):
                 out[key] = torch.tensor(values, dtype=torch.float32)

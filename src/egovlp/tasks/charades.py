@@ -9,17 +9,20 @@ videos are sharded without padding, features gathered with their indices, rank 0
 Fine-tuning (release: ``configs/ft/charades.json``, ``metadata_train.csv``): every labelled action segment is a
 (video clip, class name) pair, 32 frames drawn at random in its segments, RandomResizedCrop + flip; the loss is the
 symmetric InfoNCE (temperature 0.05) of the all-gathered batch (``NormSoftmaxLoss``: the EgoNCE loss with
-``positives="none"``), with the class-name texts padded to 15 tokens. Validation is the mAP above.
+``positives="none"``), with the class-name texts padded to 15 tokens; other segments of the same class in the batch
+are negatives there, ``loss.same_class_positives=true`` makes them positives instead. Validation is the mAP above.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from egovlp.data.charades import load_charades_ego
@@ -76,6 +79,9 @@ class CharadesTrainData:
 class ContrastiveLossConfig:
     temperature: float = 0.05  # release NormSoftmaxLoss
     gather_grad: str = "full"  # full: exact full-batch gradient | local: the release's (gradient / world size)
+    # release: False (other segments of the same class in the batch are negatives); True: they are positives
+    # (EgoNCE's multi-positive form over class labels), which matters when the batch is large against the classes
+    same_class_positives: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,17 +153,21 @@ class CharadesEvaluator:
 
 
 class CharadesModule(TaskModule):
-    """``forward(batch)`` -> ``{"loss"}``: symmetric InfoNCE of (clip, class name) pairs over the gathered batch."""
+    """``forward(batch)`` -> ``{"loss"}``: symmetric InfoNCE of (clip, class name) pairs over the gathered batch
+    (with ``same_class_positives``, every pair of the same class ``batch["target"]`` counts as a positive)."""
 
-    def __init__(self, model, cfg: ContrastiveLossConfig) -> None:
+    def __init__(self, model, cfg: ContrastiveLossConfig, num_classes: int) -> None:
         super().__init__(model)
-        self.loss = EgoNCELoss(cfg.temperature, "none", cfg.gather_grad)
+        self.same_class, self.num_classes = cfg.same_class_positives, num_classes
+        self.loss = EgoNCELoss(cfg.temperature, "verb" if self.same_class else "none", cfg.gather_grad)
         self.has_unused_parameters = model.cfg.has_fusion  # fusion layers and heads are idle in the dual pass
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         video = self.model.encode_video(batch["video"])  # (B, E)
         text = self.model.encode_text(batch["input_ids"], batch["attention_mask"])  # (B, E)
-        return {"loss": self.loss(text, video).loss}
+        # class one-hots as EgoNCE "verb" tags: positives = pairs that share the class
+        classes = F.one_hot(batch["target"], self.num_classes) if self.same_class else None
+        return {"loss": self.loss(text, video, classes).loss}
 
 
 class CharadesTask(Task):
@@ -171,17 +181,21 @@ class CharadesTask(Task):
         self.batch_size, self.num_workers = cfg.train_data.batch_size, cfg.train_data.num_workers
         self._evaluator: CharadesEvaluator | None = None
 
+    @functools.cached_property
+    def train_annotations(self):
+        return _load(self.cfg.data, "train")
+
     def train_dataset(self) -> TrainingDataset:
         d, t = self.cfg.data, self.cfg.train_data
         transform = train_transform(self.cfg.model.video.img_size, tuple(t.crop_scale), t.hflip)
-        dataset = CharadesActionDataset(_load(d, "train"), d.video_root, d.num_frames, transform, t.bad_input)
+        dataset = CharadesActionDataset(self.train_annotations, d.video_root, d.num_frames, transform, t.bad_input)
         return TrainingDataset(dataset, self.seed)
 
     def collate_fn(self):
         return CountingCollate(ClipCollate(self.tokenizer, self.cfg.train_data.text_max_length, "max_length"))
 
     def build_module(self, model) -> CharadesModule:
-        return CharadesModule(model, self.cfg.loss)
+        return CharadesModule(model, self.cfg.loss, len(self.train_annotations.class_names))
 
     def evaluate(self, model, dist: DistInfo) -> dict[str, Any]:
         if self._evaluator is None:

@@ -130,7 +130,7 @@ class SynthConfig:
             ),
             (
                 not self.charades or self.charades_video_seconds >= 2 * self.event_seconds_max + 2.5,
-                "charades_video_seconds too short for two actions",
+                "charades_video_seconds too short for its actions",
             ),
         ]
         for ok, message in checks:
