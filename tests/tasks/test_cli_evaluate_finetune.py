@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from egovlp.cli.main import main
+from egovlp.data.charades import load_charades_ego
 
 from .conftest import TINY, charades_paths, epic_paths
 
@@ -159,3 +160,19 @@ def test_evaluate_under_two_gloo_processes_equals_one_process(world, tiny_weight
     assert two["clips"] == one["clips"] and two["sentences"] == one["sentences"]
     for key in MIR_KEYS:
         assert two[key] == pytest.approx(one[key], abs=1e-4), key
+
+
+def test_skipped_videos_are_counted_and_none_readable_is_an_error(world, tiny_weights, tmp_path, capsys):
+    argv = ["evaluate", "charades", "--checkpoint", str(tiny_weights), *charades_paths(world), "data.num_frames=4",
+            "eval.num_workers=0", "eval.bad_input=skip", "--output", str(tmp_path / "c.json")]  # fmt: skip
+    assert main([*argv, f"data.video_root={tmp_path}"]) == 1
+    assert "Charades-Ego test: no video could be read (12 skipped)" in capsys.readouterr().err
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    missing = load_charades_ego(world["charades"], "test").videos[0].id
+    for path in (world["charades"] / "videos").glob("*.mp4"):
+        if path.stem != missing:
+            (videos / path.name).symlink_to(path)
+    assert main([*argv, f"data.video_root={videos}"]) == 0
+    metrics = _results(tmp_path / "c.json")
+    assert metrics["skipped_videos"] == 1 and metrics["videos"] == 11

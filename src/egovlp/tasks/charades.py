@@ -30,6 +30,7 @@ from egovlp.data.charades_dataset import CharadesActionDataset, CharadesVideoDat
 from egovlp.data.epic_mir_dataset import ClipCollate
 from egovlp.data.tokenizer import Tokenizer
 from egovlp.data.transforms import eval_transform, train_transform
+from egovlp.errors import DataError
 from egovlp.losses import EgoNCELoss
 from egovlp.metrics import charades_map
 from egovlp.models.config import ModelConfig
@@ -137,6 +138,8 @@ class CharadesEvaluator:
 
     def metrics(self, videos: dict[str, Any], prompts: np.ndarray) -> dict[str, Any]:
         """mAP (percent) of the gathered video features scored against the class prompts, plus what was skipped."""
+        if not len(videos["index"]):
+            raise DataError(f"Charades-Ego {self.cfg.split}: no video could be read ({videos['skipped']} skipped)")
         scores = videos["video"] @ prompts.T  # (videos, classes) cosine
         result = charades_map(scores, videos["label"].reshape(len(scores), len(prompts)))
         if result.skipped_classes:

@@ -27,7 +27,7 @@ from egovlp.data.epic_mir import POSITIVE_THRESHOLD, load_epic_mir
 from egovlp.data.epic_mir_dataset import ClipCollate, EpicMIRDataset
 from egovlp.data.tokenizer import Tokenizer
 from egovlp.data.transforms import eval_transform, train_transform
-from egovlp.errors import ConfigError
+from egovlp.errors import ConfigError, DataError
 from egovlp.losses import AdaptiveMaxMarginLoss
 from egovlp.metrics import epic_mir_metrics
 from egovlp.models.config import ModelConfig
@@ -205,6 +205,8 @@ class EpicMIREvaluator:
     def metrics(self, videos: dict[str, Any], sentences: np.ndarray) -> dict[str, float]:
         """mAP / nDCG (percent) of the gathered clip features against the sentence features, plus counts."""
         rows = videos["index"].astype(np.int64)
+        if not len(rows):
+            raise DataError(f"EK-100 {self.cfg.split}: no clip could be read ({videos['skipped']} skipped)")
         similarity = videos["video"] @ sentences.T  # (clips, sentences) cosine
         result = epic_mir_metrics(similarity, self.annotations.relevancy[rows])
         skipped_map = result.map_v2t_skipped + result.map_t2v_skipped
