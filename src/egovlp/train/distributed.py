@@ -43,6 +43,8 @@ def init_distributed(device: str = "auto", timeout_minutes: int = 30) -> DistInf
     """Join the process group torchrun describes (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``), or run single-process.
 
     The backend is NCCL when the device is CUDA and gloo otherwise, so the same command runs on CPUs and GPUs.
+    On the CPU, denormal floats are flushed to zero: saturated softmaxes produce them in quantity and x86 CPUs
+    process them ~100x slower (a 3x slower training step was measured), for no numerical benefit.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -50,6 +52,8 @@ def init_distributed(device: str = "auto", timeout_minutes: int = 30) -> DistInf
     dev = resolve_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+    else:
+        torch.set_flush_denormal(True)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))

@@ -40,6 +40,7 @@ class TrainConfig:
     accum_steps: int = 1  # micro-batches per optimiser step
     precision: str = "auto"  # auto (fp16 on CUDA as the release, fp32 on CPU) | fp32 | fp16 | bf16
     device: str = "auto"
+    num_threads: int = 0  # CPU threads of this process (0 = torch's default); 1 avoids oversubscribing small CPUs
     seed: int = 0
     log_every: int = 10  # optimiser steps between log lines / scalars
     eval_every: int = 0  # optimiser steps between evaluations; 0 = at the end only
@@ -152,6 +153,8 @@ class Trainer:
     def fit(self, task, model) -> FitResult:
         """Train ``model`` on ``task``; returns the per-step loss history and evaluations (rank 0)."""
         cfg, dist = self.cfg, self.dist
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             if self.config_yaml is not None:
@@ -297,7 +300,9 @@ class _Loop:
 
     def _log(self, bar) -> None:
         keys = list(self.window[0])
-        local = torch.tensor([[d[k] for k in keys] for d in self.window], dtype=torch.float64).mean(0)
+        # on the run's device: NCCL cannot reduce CPU tensors
+        local = torch.tensor([[d[k] for k in keys] for d in self.window], dtype=torch.float64, device=self.dist.device)
+        local = local.mean(0)
         values = (all_reduce_sum(local) / self.dist.world_size).tolist()  # mean over ranks
         elapsed = time.perf_counter() - self.tick
         rate = self.items * self.dist.world_size / max(elapsed, 1e-9)
