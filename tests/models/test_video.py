@@ -97,3 +97,18 @@ def test_gradient_checkpointing_same_gradients():
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for n in grads[0]:
         torch.testing.assert_close(grads[0][n], grads[1][n], msg=n)
+
+
+def test_temporal_embedding_starts_at_zero_unless_asked():
+    """The release's zero temporal embedding makes an untrained tower blind to frame order; a random start does not."""
+    cfg = VideoConfig(img_size=32, patch_size=16, width=32, depth=2, num_heads=4, num_frames=4)
+    video = torch.randn(2, 4, 3, 32, 32)
+    torch.manual_seed(0)
+    zero = SpaceTimeTransformer(cfg).eval()
+    assert torch.count_nonzero(zero.temporal_embed) == 0
+    torch.testing.assert_close(zero(video), zero(video.flip(1)))  # order-blind at init (time attention is 0 too)
+    torch.manual_seed(0)
+    rand = SpaceTimeTransformer(VideoConfig(**{**cfg.__dict__, "temporal_init_std": 0.5})).eval()
+    std = rand.temporal_embed.std().item()
+    assert 0.3 < std < 0.6 and rand.temporal_embed.abs().max() <= 1.0  # truncated at 2 std
+    assert not torch.allclose(rand(video), rand(video.flip(1)), atol=1e-4)

@@ -44,3 +44,35 @@ def test_scheduler_steps_per_optimiser_step():
         opt.step()
         sched.step()
     assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.5])
+
+
+def test_freeze_towers_keeps_fusion_trainable_and_frozen_weights_fixed():
+    from egovlp.errors import ConfigError
+    from egovlp.train.optim import freeze_towers
+
+    model = create_model("egovlpv2-tiny")
+    frozen = set(freeze_towers(model, ["text"]))
+    assert "text_model.embeddings.word_embeddings.weight" in frozen
+    assert "text_model.encoder.layer.3.attention.self.query.weight" in frozen
+    assert not any("crossattention_t2i" in n or "alpha_t2i" in n for n in frozen)  # fusion modules still train
+    assert not any(n.startswith(("video_model.", "txt_proj.", "mlm_score.")) for n in frozen)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable.isdisjoint(frozen) and "text_model.encoder.layer.3.alpha_t2i" in trainable
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = build_optimizer(model, OptimConfig(lr=1e-2))
+    video, ids = torch.randn(2, 4, 3, 32, 32), torch.randint(3, 100, (2, 6))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "alpha" in n:
+                p.fill_(0.5)
+    fused = model.fuse(video, ids, torch.ones_like(ids))
+    (model.encode_text(ids).sum() + fused.text.sum() + fused.video.sum()).backward()
+    opt.step()
+    after = dict(model.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in frozen)
+    assert not torch.equal(before["text_model.encoder.layer.3.crossattention_t2i.self.query.weight"],
+                           after["text_model.encoder.layer.3.crossattention_t2i.self.query.weight"])  # fmt: skip
+    with pytest.raises(ConfigError, match="unknown tower"):
+        freeze_towers(model, ["audio"])
+    with pytest.raises(ConfigError, match="matched no parameter"):
+        freeze_towers(torch.nn.Linear(2, 2), ["video"])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf, read_write
 
@@ -52,3 +54,31 @@ def load_experiment_config(schema: type[T], path: str | None, overrides: list[st
     from egovlp.config import load_config
 
     return load_config(schema, path, overrides, prepare=_model_from_arch)
+
+
+def run_training(cfg: Any, tokenizer_dir: str, make_task: Callable, finish: Callable) -> Any:
+    """The frame every training command shares; returns ``finish(model, result)`` on rank 0, None on other ranks.
+
+    torchrun/DDP set-up from ``cfg.train.device``, logging to ``<train.output_dir>/train.log``, the tokenizer, the
+    model from ``cfg.model`` and ``cfg.init`` (seeded: the same initial weights on every rank and in every run),
+    ``make_task(cfg, tokenizer)`` and :class:`~egovlp.train.loop.Trainer` with ``cfg.train`` and ``cfg.optim``.
+    """
+    from egovlp.config import to_yaml
+    from egovlp.data.tokenizer import Tokenizer
+    from egovlp.models.factory import build_model
+    from egovlp.train.distributed import cleanup_distributed, init_distributed
+    from egovlp.train.loop import Trainer, seed_everything
+    from egovlp.utils.logging import add_log_file, setup_logging
+
+    dist = init_distributed(cfg.train.device)
+    setup_logging(logging.getLogger("egovlp").level or logging.INFO, rank=dist.rank)
+    add_log_file(Path(cfg.train.output_dir) / "train.log")
+    try:
+        tokenizer = Tokenizer.from_dir(tokenizer_dir)
+        seed_everything(cfg.train.seed)
+        model = build_model(cfg.model, cfg.init.checkpoint, cfg.init.vit, cfg.init.roberta)
+        task = make_task(cfg, tokenizer)
+        result = Trainer(cfg.train, cfg.optim, dist, to_yaml(cfg)).fit(task, model)
+        return finish(model, result) if dist.is_main else None
+    finally:
+        cleanup_distributed()

@@ -62,27 +62,13 @@ def with_frames(cfg: Any) -> Any:
 
 def finetune(task_name: str, cfg: Any):
     """Fine-tune for a resolved config; returns the FitResult on rank 0 (None on other ranks)."""
-    from egovlp.config import to_yaml
-    from egovlp.data.tokenizer import Tokenizer
-    from egovlp.models.factory import build_model
+    from egovlp.cli.common import run_training
     from egovlp.models.weights import save_weights
-    from egovlp.train.distributed import cleanup_distributed, init_distributed
-    from egovlp.train.loop import Trainer, seed_everything
-    from egovlp.utils.logging import add_log_file, setup_logging
 
     cfg = with_frames(cfg)
-    dist = init_distributed(cfg.train.device)
-    setup_logging(logging.getLogger("egovlp").level or logging.INFO, rank=dist.rank)
     out = Path(cfg.train.output_dir)
-    add_log_file(out / "train.log")
-    try:
-        tokenizer = Tokenizer.from_dir(cfg.data.tokenizer)
-        seed_everything(cfg.train.seed)  # the same initial weights on every rank and in every run
-        model = build_model(cfg.model, cfg.init.checkpoint, cfg.init.vit, cfg.init.roberta)
-        task = _task_types(task_name)[1](cfg, tokenizer, seed=cfg.train.seed)
-        result = Trainer(cfg.train, cfg.optim, dist, to_yaml(cfg)).fit(task, model)
-        if not dist.is_main:
-            return None
+
+    def finish(model, result):
         weights = save_weights(model, out / "model.safetensors")
         final = result.evaluations[-1] if result.evaluations else {}
         write_results(
@@ -90,8 +76,9 @@ def finetune(task_name: str, cfg: Any):
             {"task": task_name, "weights": str(weights), "step": result.step, "metrics": final},
         )
         return result
-    finally:
-        cleanup_distributed()
+
+    task_type = _task_types(task_name)[1]
+    return run_training(cfg, cfg.data.tokenizer, lambda c, tok: task_type(c, tok, seed=c.train.seed), finish)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,28 +39,12 @@ def run(args: argparse.Namespace) -> int:
 
 def pretrain(cfg):
     """Run pre-training for a resolved :class:`PretrainConfig`; returns the FitResult on rank 0 (else None)."""
-    from egovlp.config import to_yaml
-    from egovlp.data.tokenizer import Tokenizer
-    from egovlp.models.factory import build_model
+    from egovlp.cli.common import run_training
     from egovlp.models.weights import save_weights
     from egovlp.tasks.pretrain import PretrainTask
-    from egovlp.train.distributed import cleanup_distributed, init_distributed
-    from egovlp.train.loop import Trainer, seed_everything
-    from egovlp.utils.logging import add_log_file, setup_logging
 
-    dist = init_distributed(cfg.train.device)
-    setup_logging(logging.getLogger("egovlp").level or logging.INFO, rank=dist.rank)
-    out = Path(cfg.train.output_dir)
-    add_log_file(out / "train.log")
-    try:
-        tokenizer = Tokenizer.from_dir(cfg.data.tokenizer)
-        seed_everything(cfg.train.seed)  # the same initial weights on every rank and in every run
-        model = build_model(cfg.model, cfg.init.checkpoint, cfg.init.vit, cfg.init.roberta)
-        task = PretrainTask(cfg, tokenizer, seed=cfg.train.seed)
-        result = Trainer(cfg.train, cfg.optim, dist, to_yaml(cfg)).fit(task, model)
-        if dist.is_main:
-            save_weights(model, out / "model.safetensors")
-            return result
-        return None
-    finally:
-        cleanup_distributed()
+    def finish(model, result):
+        save_weights(model, Path(cfg.train.output_dir) / "model.safetensors")
+        return result
+
+    return run_training(cfg, cfg.data.tokenizer, lambda c, tok: PretrainTask(c, tok, seed=c.train.seed), finish)

@@ -24,6 +24,7 @@ class VideoConfig:
     ln_eps: float = 1e-5
     dropout: float = 0.0
     drop_path: float = 0.0
+    temporal_init_std: float = 0.0  # std of the initial temporal embedding (release: 0, zeros)
 
     @property
     def patches_per_frame(self) -> int:

@@ -163,7 +163,11 @@ class SpaceTimeTransformer(nn.Module):
         self.apply(functools.partial(init_linear_, std=std))
         nn.init.trunc_normal_(self.pos_embed, std=std, a=-2 * std, b=2 * std)
         nn.init.trunc_normal_(self.cls_token, std=std, a=-2 * std, b=2 * std)
-        nn.init.zeros_(self.temporal_embed)
+        if self.cfg.temporal_init_std > 0:  # breaks the frame-order symmetry at init (small models, short runs)
+            t = self.cfg.temporal_init_std
+            nn.init.trunc_normal_(self.temporal_embed, std=t, a=-2 * t, b=2 * t)
+        else:
+            nn.init.zeros_(self.temporal_embed)
         for blk in self.blocks:
             nn.init.zeros_(blk.timeattn.qkv.weight)
             if blk.timeattn.qkv.bias is not None:

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from egovlp.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from egovlp.train.distributed import DistInfo, all_reduce_sum, gather_objects
-from egovlp.train.optim import OptimConfig, build_optimizer, build_scheduler
+from egovlp.train.optim import OptimConfig, build_optimizer, build_scheduler, freeze_towers
 from egovlp.train.sampler import ResumableDistributedSampler
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,9 @@ class Trainer:
                 f"{task.batch_size} x {cfg.accum_steps} accumulation steps"
             )
         total = cfg.max_steps or cfg.epochs * steps_per_epoch
+        if self.optim_cfg.freeze:
+            frozen = freeze_towers(module, self.optim_cfg.freeze)
+            log.info("frozen: %d tensors of the %s tower(s)", len(frozen), "+".join(self.optim_cfg.freeze))
         optimizer = build_optimizer(module, self.optim_cfg)
         scheduler = build_scheduler(optimizer, self.optim_cfg, total)
         scaler = torch.amp.GradScaler(dist.device.type, enabled=self.amp_dtype == torch.float16)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from egovlp.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -20,6 +22,9 @@ class OptimConfig:
     warmup_fraction: float = 0.1  # of the total optimiser steps, linear from 0
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of the peak
     grad_clip: float = 0.0  # max global grad norm; 0 = off
+    # Towers whose own parameters stay fixed ("video", "text"); their fusion modules still train (e.g. a locked,
+    # already pre-trained text tower).
+    freeze: tuple[str, ...] = ()
 
 
 def param_groups(
@@ -55,6 +60,31 @@ def param_groups(
         group["params"].append(p)
         group["param_names"].append(name)
     return [groups[k] for k in sorted(groups)]
+
+
+TOWERS = {"video": "video_model.", "text": "text_model."}
+
+
+def freeze_towers(module: nn.Module, towers: tuple[str, ...] | list[str]) -> list[str]:
+    """Set ``requires_grad=False`` on the own parameters of the named towers; returns the frozen names.
+
+    A parameter belongs to tower ``t`` when its name contains ``<t>_model.`` (``video_model.``, ``text_model.``, at
+    any nesting, e.g. ``model.text_model.`` inside a task module). Parameters that the module's ``is_new_parameter``
+    hook marks as new (the fusion modules inside the towers) are left trainable.
+    """
+    unknown = sorted(set(towers) - set(TOWERS))
+    if unknown:
+        raise ConfigError(f"optim.freeze: unknown tower(s) {unknown}; choose from {sorted(TOWERS)}")
+    is_new = getattr(module, "is_new_parameter", None) or (lambda name: False)
+    prefixes = [TOWERS[t] for t in towers]
+    frozen = []
+    for name, p in module.named_parameters():
+        if any(f".{pre}" in f".{name}" for pre in prefixes) and not is_new(name):
+            p.requires_grad_(False)
+            frozen.append(name)
+    if towers and not frozen:
+        raise ConfigError(f"optim.freeze={list(towers)} matched no parameter of {type(module).__name__}")
+    return frozen
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
