@@ -2,8 +2,12 @@
 
 
 def tiny_pretrain_overrides(world, out_dir, **extra) -> list[str]:
-    """Command-line overrides that point configs/pretrain/demo.yaml at ``world`` and make a run of a few steps."""
+    """Command-line overrides that point configs/pretrain/demo.yaml at ``world`` and make a run of a few steps.
+
+    The demo's text tower (``init.roberta``, written by its stage 1) is not used unless ``extra`` sets it.
+    """
     values = {
+        "init.roberta": "",
         "data.video_root": world.files["videos"],
         "data.metadata": world.files["egoclip"],
         "data.tokenizer": world.files["tokenizer"],
@@ -26,4 +30,30 @@ def tiny_pretrain_overrides(world, out_dir, **extra) -> list[str]:
         "train.tensorboard": False,
         **extra,
     }
-    return [f"{k}={v}" for k, v in values.items()]
+    return [f"{k}={v}" if v != "" else f"{k}=''" for k, v in values.items()]
+
+
+def kill_and_resume(run, monkeypatch, kill_after: int, steps: dict):
+    """``run(name, **overrides)`` once uninterrupted (``"full"``) and once killed after step ``kill_after`` then
+    resumed with ``train.resume=auto`` (``"killed"``); returns the (full, resumed) FitResults."""
+    import pytest
+
+    from egovlp.train.loop import _Loop
+
+    full = run("full", **steps)
+
+    class Killed(Exception):
+        pass
+
+    step_fn = _Loop._optimizer_step
+
+    def killed(self, losses, bar):
+        step_fn(self, losses, bar)
+        if self.state["step"] == kill_after:
+            raise Killed
+
+    monkeypatch.setattr(_Loop, "_optimizer_step", killed)
+    with pytest.raises(Killed):
+        run("killed", **steps)
+    monkeypatch.setattr(_Loop, "_optimizer_step", step_fn)
+    return full, run("killed", **steps, **{"train.resume": "auto"})

@@ -1,0 +1,227 @@
+"""Text-only masked language modelling of the text tower on a narration corpus (``egovlp pretrain-text``).
+
+The release starts its text tower from ``roberta-base``, a language model pre-trained with MLM. Where no such
+checkpoint fits (a tiny model, a new tokenizer such as the synthetic world's) or to adapt one to narration style, this
+task trains the text tower with MLM on the narrations alone and writes it in HuggingFace RoBERTa names
+(``<output_dir>/roberta/model.safetensors``), ready for ``init.roberta=`` of video-text pre-training.
+
+What trains: the unfused text tower (the fusion modules are not executed) and the model's MLM head
+(``cross_modal_text_transform`` + ``mlm_score``) applied to the text tower's own token states. The video tower,
+fusion modules, projectors and VTM head keep their initialisation and get no gradient. Each item's masking is drawn
+from the per-item random stream of :class:`~egovlp.train.datasets.TrainingDataset`, so a resumed run sees exactly
+the batches of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from egovlp.data.egoclip_table import load_egoclip
+from egovlp.data.text import clean_narration
+from egovlp.data.tokenizer import Tokenizer, mask_tokens
+from egovlp.errors import ConfigError, DataError
+from egovlp.losses import world_info
+from egovlp.losses.mlm import global_label_count, mlm_loss
+from egovlp.models.config import ModelConfig
+from egovlp.models.model import EgoVLPv2, FusedOutput
+from egovlp.models.registry import get_model_config
+from egovlp.tasks.base import Task, TaskModule
+from egovlp.tasks.pretrain import InitConfig
+from egovlp.train.datasets import CountingCollate, TrainingDataset
+from egovlp.train.distributed import DistInfo
+from egovlp.train.loop import TrainConfig
+from egovlp.train.optim import OptimConfig
+
+log = logging.getLogger(__name__)
+
+ROBERTA_DIR = "roberta"  # <output_dir>/roberta/model.safetensors: the text tower in HuggingFace RoBERTa names
+_FUSION_MARKERS = ("crossattention_t2i.", "alpha_t2i")
+_HEAD_PREFIXES = ("cross_modal_text_transform.", "mlm_score.")
+
+
+@dataclass(frozen=True)
+class TextCorpusConfig:
+    corpus: str = ""  # egoclip.csv (its clip_text column, cleaned) or a text file with one narration per line
+    tokenizer: str = ""  # directory with tokenizer.json or vocab.json + merges.txt
+    text_max_length: int = 15
+    batch_size: int = 64
+    num_workers: int = 0
+    mlm_probability: float = 0.15
+    max_rows: int = 0  # use only the first N texts (0 = all)
+    eval_every_nth: int = 20  # every n-th text is held out for the evaluation (0 = no evaluation)
+    max_eval_texts: int = 2000
+
+
+@dataclass(frozen=True)
+class TextMLMConfig:
+    model: ModelConfig = field(default_factory=lambda: get_model_config("egovlpv2-base"))
+    init: InitConfig = field(default_factory=InitConfig)  # roberta= continues from roberta-base (domain adaptation)
+    data: TextCorpusConfig = field(default_factory=TextCorpusConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, new_param_lr_mult=1.0))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/pretrain_text", max_steps=10000))
+
+
+def read_corpus(path: str | Path, max_rows: int = 0) -> list[str]:
+    """Narrations of ``path``: an EgoClip CSV (``clip_text``, cleaned) or a text file (one per non-empty line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"text corpus not found: {path}")
+    if path.suffix.lower() in (".csv", ".tsv"):
+        table = load_egoclip(path, max_rows=max_rows or None)
+        texts = [clean_narration(table.text(i)) for i in range(len(table))]
+    else:
+        lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+        texts = [line for line in lines if line]
+        texts = texts[:max_rows] if max_rows else texts
+    if not texts:
+        raise DataError(f"{path}: the corpus holds no text")
+    return texts
+
+
+class MaskedTexts(Dataset):
+    """Texts as MLM items: ``input_ids`` (masked), ``attention_mask`` and ``labels``, each ``(max_length,)``.
+
+    The masking draws from torch's default random stream, which :class:`TrainingDataset` seeds per item; pass a
+    ``generator`` for a fixed masking (evaluation).
+    """
+
+    def __init__(
+        self,
+        texts: list[str],
+        tokenizer: Tokenizer,
+        max_length: int,
+        probability: float,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.texts, self.tokenizer, self.max_length = texts, tokenizer, max_length
+        self.probability, self.generator = probability, generator
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        enc = self.tokenizer([self.texts[i]], max_length=self.max_length, padding="max_length")
+        ids, labels = mask_tokens(
+            enc["input_ids"], enc["attention_mask"], self.tokenizer, self.probability, self.generator
+        )
+        return {"input_ids": ids[0], "attention_mask": enc["attention_mask"][0], "labels": labels[0]}
+
+
+def stack_items(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def trains_in_text_mlm(name: str) -> bool:
+    """Parameters that text-only MLM trains: the unfused text tower and the MLM head."""
+    if name.startswith("text_model."):
+        return not any(m in name for m in _FUSION_MARKERS)
+    return name.startswith(_HEAD_PREFIXES)
+
+
+def text_mlm_losses(model: EgoVLPv2, batch: dict) -> dict[str, Tensor]:
+    """``{"loss", "accuracy"}`` of MLM on the text tower's own (unfused) token states for a batch of masked texts."""
+    states = model.text_model(batch["input_ids"], batch["attention_mask"])  # (B, L, D), fusion not executed
+    logits = model.mlm_logits(FusedOutput(None, states))  # (B, L, V)
+    labels = batch["labels"]
+    _, world = world_info()
+    loss = mlm_loss(logits, labels, world, global_label_count(labels) if world > 1 else None)
+    labelled = labels != -100
+    correct = (logits.detach().argmax(-1) == labels) & labelled
+    return {"loss": loss, "accuracy": correct.sum() / labelled.sum().clamp(min=1)}
+
+
+class TextMLMModule(TaskModule):
+    """The model with only the text tower and the MLM head trainable; ``forward`` = :func:`text_mlm_losses`."""
+
+    def __init__(self, model: EgoVLPv2) -> None:
+        super().__init__(model)
+        if not (model.cfg.has_fusion and model.cfg.mlm_head):
+            raise ConfigError("pretrain-text needs a model with an MLM head (num_fusion_layers > 0, mlm_head=true)")
+        for name, p in model.named_parameters():
+            p.requires_grad_(trains_in_text_mlm(name))
+
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        return text_mlm_losses(self.model, batch)
+
+
+class TextMLMTask(Task):
+    """Text-only MLM of the text tower; evaluation = masked-token loss and accuracy on held-out texts."""
+
+    name = "pretrain-text"
+
+    def __init__(self, cfg: TextMLMConfig, tokenizer: Tokenizer, seed: int = 0) -> None:
+        d = cfg.data
+        if tokenizer.vocab_size > cfg.model.text.vocab_size:
+            raise ConfigError(
+                f"the tokenizer has {tokenizer.vocab_size} tokens but model.text.vocab_size is "
+                f"{cfg.model.text.vocab_size}"
+            )
+        self.cfg, self.tokenizer, self.seed = cfg, tokenizer, seed
+        self.batch_size, self.num_workers = d.batch_size, d.num_workers
+        texts = read_corpus(d.corpus, d.max_rows)
+        n = d.eval_every_nth
+        held = [t for i, t in enumerate(texts) if n and i % n == n - 1]
+        self.train_texts = [t for i, t in enumerate(texts) if not (n and i % n == n - 1)]
+        self.eval_texts = held[: d.max_eval_texts]
+        log.info("text corpus %s: %d training and %d held-out texts", d.corpus, len(self.train_texts), len(held))
+
+    def train_dataset(self) -> TrainingDataset:
+        d = self.cfg.data
+        return TrainingDataset(
+            MaskedTexts(self.train_texts, self.tokenizer, d.text_max_length, d.mlm_probability), self.seed
+        )
+
+    def collate_fn(self):
+        return CountingCollate(stack_items)
+
+    def build_module(self, model: EgoVLPv2) -> TextMLMModule:
+        return TextMLMModule(model)
+
+    def batch_items(self, batch: dict) -> int:
+        return int(batch["input_ids"].shape[0])
+
+    def evaluate(self, model: EgoVLPv2, dist: DistInfo) -> dict[str, float]:
+        """Masked-token loss and accuracy on the held-out texts with a fixed masking (the same on every rank)."""
+        if not self.eval_texts:
+            return {}
+        d = self.cfg.data
+        generator = torch.Generator().manual_seed(self.seed)
+        data = MaskedTexts(self.eval_texts, self.tokenizer, d.text_max_length, d.mlm_probability, generator)
+        loss_sum = correct = count = 0.0
+        for start in range(0, len(data), d.batch_size):
+            batch = stack_items([data[i] for i in range(start, min(start + d.batch_size, len(data)))])
+            batch = self.to_device(batch, dist.device)
+            n = float((batch["labels"] != -100).sum())
+            out = text_mlm_losses(model, batch)
+            loss_sum, correct, count = (
+                loss_sum + float(out["loss"]) * n,
+                correct + float(out["accuracy"]) * n,
+                count + n,
+            )
+        return {"mlm_loss": loss_sum / max(count, 1.0), "mlm_accuracy": 100 * correct / max(count, 1.0)}
+
+
+def export_roberta(model: EgoVLPv2, out_dir: str | Path) -> Path:
+    """Write the text tower (without fusion modules) as ``out_dir/model.safetensors`` in HuggingFace RoBERTa names.
+
+    :func:`egovlp.models.pretrained.load_roberta` (``init.roberta=out_dir``) reads it back into any model with the
+    same text configuration.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        k: v.detach().contiguous().cpu()
+        for k, v in model.text_model.state_dict().items()
+        if not any(m in k for m in _FUSION_MARKERS)
+    }
+    tmp = out / ".model.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"format": "pt", "egovlp": "text tower (RoBERTa names)"})
+    tmp.replace(out / "model.safetensors")
+    return out / "model.safetensors"
