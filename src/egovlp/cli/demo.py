@@ -1,9 +1,12 @@
 """``egovlp demo``: the main job on the built-in synthetic world, end to end on a CPU (what ``make demo`` runs).
 
 1. generate the synthetic egocentric world (official EgoClip / EgoMCQ formats) unless it is already there;
-2. pre-train a tiny EgoVLPv2 from scratch with EgoNCE + MLM + VTM (resumes if interrupted);
-3. evaluate EgoMCQ with dual, fusion and ensemble scores, and again with every option clip's frames reversed;
-4. print the accuracy table next to chance, and where the checkpoint and the loss curve were written.
+2. pre-train the tiny text tower with masked language modelling on the world's narrations (the part roberta-base
+   plays for the release: EgoVLPv2 starts from a language model that already tells sentences apart);
+3. pre-train a tiny EgoVLPv2 with EgoNCE + MLM + VTM, its text tower initialised from step 2 and kept fixed, the
+   video tower and the fusion modules from scratch (resumes if interrupted);
+4. evaluate EgoMCQ with dual, fusion and ensemble scores, and again with every option clip's frames reversed;
+5. print the accuracy table next to chance, and where the checkpoint and the loss curve were written.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "configs/pretrain/demo.yaml"
+TEXT_CONFIG = "configs/pretrain/demo_text.yaml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="demo", help="output folder (data/ and run/ go inside)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"pre-training config (default {DEFAULT_CONFIG})")
+    p.add_argument("--text-config", default=TEXT_CONFIG, help=f"text-tower MLM config, stage 1 (default {TEXT_CONFIG})")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="pre-training config overrides")
     p.set_defaults(func=run)
 
@@ -43,29 +48,50 @@ def _world(out: Path):
     return json.loads(manifest.read_text())
 
 
-def _config(args: argparse.Namespace, data: Path, manifest: dict):
-    from egovlp.cli.common import load_experiment_config
+def _require(path: str) -> None:
     from egovlp.errors import ConfigError
-    from egovlp.tasks.pretrain import PretrainConfig
 
-    if not Path(args.config).is_file():
-        raise ConfigError(f"demo config {args.config} not found: run from the repository root or pass --config")
+    if not Path(path).is_file():
+        raise ConfigError(f"demo config {path} not found: run from the repository root or pass --config/--text-config")
+
+
+def _configs(args: argparse.Namespace, data: Path, manifest: dict):
+    """(text MLM config, pre-training config) on the world in ``data``; both use the pre-training config's model."""
+    import dataclasses
+
+    from egovlp.cli.common import load_experiment_config
+    from egovlp.tasks.pretrain import PretrainConfig
+    from egovlp.tasks.text_mlm import ROBERTA_DIR, TextMLMConfig
+
+    _require(args.config)
+    _require(args.text_config)
+    out = Path(args.out)
     videos, chunk = data / manifest["files"]["videos"], manifest["config"]["chunk_seconds"]
+    tokenizer = data / manifest["files"]["tokenizer"]
     paths = {
         "data.video_root": videos,
         "data.metadata": data / manifest["files"]["egoclip"],
-        "data.tokenizer": data / manifest["files"]["tokenizer"],
+        "data.tokenizer": tokenizer,
         "data.chunk_seconds": chunk,
         "data.num_verbs": manifest["num_verbs"],
         "data.num_nouns": manifest["num_nouns"],
         "egomcq.metadata": data / manifest["files"]["egomcq"],
         "egomcq.video_root": videos,
         "egomcq.chunk_seconds": chunk,
-        "train.output_dir": Path(args.out) / "run",
+        "init.roberta": out / "text" / ROBERTA_DIR,
+        "train.output_dir": out / "run",
         "train.resume": "auto",
     }
     overrides = [f"{k}={v}" for k, v in paths.items()] + list(args.overrides)
-    return load_experiment_config(PretrainConfig, args.config, overrides)
+    cfg = load_experiment_config(PretrainConfig, args.config, overrides)
+    text_paths = {
+        "data.corpus": data / manifest["files"]["egoclip"],
+        "data.tokenizer": tokenizer,
+        "train.output_dir": out / "text",
+        "train.resume": "auto",
+    }
+    text_cfg = load_experiment_config(TextMLMConfig, args.text_config, [f"{k}={v}" for k, v in text_paths.items()])
+    return dataclasses.replace(text_cfg, model=cfg.model), cfg
 
 
 def _evaluate(cfg, model) -> dict[str, dict[str, float]]:
@@ -124,12 +150,20 @@ def plot_losses(metrics_jsonl: Path, png: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from egovlp.cli.pretrain import pretrain
+    from egovlp.cli.pretrain_text import pretrain_text
     from egovlp.models.weights import load_model
+    from egovlp.tasks.text_mlm import ROBERTA_DIR
 
     out = Path(args.out)
     data = out / "data"
     manifest = _world(data)
-    cfg = _config(args, data, manifest)
+    text_cfg, cfg = _configs(args, data, manifest)
+    if (Path(text_cfg.train.output_dir) / ROBERTA_DIR / "model.safetensors").is_file():
+        log.info("using the text tower in %s", Path(text_cfg.train.output_dir) / ROBERTA_DIR)
+    else:
+        log.info("stage 1: masked language modelling of the text tower on the narrations")
+        pretrain_text(text_cfg)
+    log.info("stage 2: EgoVLPv2 pre-training (EgoNCE + MLM + VTM)")
     pretrain(cfg)
     run_dir = Path(cfg.train.output_dir)
     model = load_model(run_dir / "model.safetensors")
@@ -139,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(format_table(results))
     print(f"\ncheckpoint:  {run_dir / 'model.safetensors'} (training state in {run_dir / 'checkpoints'})")
+    print(f"text tower:  {Path(text_cfg.train.output_dir) / ROBERTA_DIR} (stage 1)")
     print(f"loss curve:  {png}")
     print(f"results:     {run_dir / 'demo_results.json'}")
     return 0
