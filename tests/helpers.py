@@ -30,6 +30,11 @@ def tiny_pretrain_overrides(world, out_dir, **extra) -> list[str]:
         "train.tensorboard": False,
         **extra,
     }
+    return as_overrides(values)
+
+
+def as_overrides(values: dict) -> list[str]:
+    """``{"a.b": 1}`` -> ``["a.b=1"]`` (an empty string stays an empty string, not null)."""
     return [f"{k}={v}" if v != "" else f"{k}=''" for k, v in values.items()]
 
 

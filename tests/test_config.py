@@ -55,3 +55,23 @@ def test_yaml_round_trip(tmp_path):
     path = tmp_path / "saved.yaml"
     path.write_text(to_yaml(cfg))
     assert load_config(Experiment, path) == cfg
+
+
+def test_model_arch_may_name_a_weight_file(tmp_path):
+    """``model.arch=<weights>.safetensors`` starts the model config from the file's (overrides still apply)."""
+    import dataclasses
+
+    from egovlp.cli.common import load_experiment_config
+    from egovlp.errors import CheckpointError
+    from egovlp.models import create_model
+    from egovlp.models.weights import save_weights
+    from egovlp.tasks.pretrain import PretrainConfig
+
+    model = create_model("egovlpv2-tiny-smallproj")
+    model.cfg = dataclasses.replace(model.cfg, video=dataclasses.replace(model.cfg.video, temporal_init_std=0.5))
+    path = save_weights(model, tmp_path / "mine.safetensors")
+    cfg = load_experiment_config(PretrainConfig, None, [f"model.arch={path}", "model.text.dropout=0.0"])
+    assert cfg.model.projector == "small" and cfg.model.video.temporal_init_std == 0.5
+    assert cfg.model.text.dropout == 0.0 and cfg.model.arch == str(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_experiment_config(PretrainConfig, None, [f"model.arch={tmp_path / 'none.safetensors'}"])

@@ -23,7 +23,7 @@ from egovlp.tasks.text_mlm import (
     stack_items,
     trains_in_text_mlm,
 )
-from helpers import kill_and_resume, tiny_pretrain_overrides
+from helpers import as_overrides, kill_and_resume, tiny_pretrain_overrides
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
 TEXT_CONFIG, DEMO = CONFIGS / "demo_text.yaml", CONFIGS / "demo.yaml"
@@ -34,20 +34,11 @@ def _model_cfg():
 
 
 def _text_overrides(world, out_dir, **extra) -> list[str]:
-    values = {
-        "data.corpus": world.files["egoclip"],
-        "data.tokenizer": world.files["tokenizer"],
-        "data.batch_size": 16,
-        "data.eval_every_nth": 5,
-        "train.output_dir": out_dir,
-        "train.max_steps": 4,
-        "train.log_every": 1,
-        "train.eval_every": 0,
-        "train.save_every": 0,
-        "train.progress": False,
-        **extra,
-    }
-    return [f"{k}={v}" for k, v in values.items()]
+    return as_overrides({
+        "data.corpus": world.files["egoclip"], "data.tokenizer": world.files["tokenizer"], "data.batch_size": 16,
+        "data.eval_every_nth": 5, "train.output_dir": out_dir, "train.max_steps": 4, "train.log_every": 1,
+        "train.eval_every": 0, "train.save_every": 0, "train.progress": False, **extra,
+    })  # fmt: skip
 
 
 def test_read_corpus_from_egoclip_and_text_files(small_world, tmp_path):
@@ -128,7 +119,7 @@ def test_pretrain_text_cli_then_pretrain_from_it_with_the_text_tower_fixed(small
 
 
 def test_pretrain_text_resume_gives_the_uninterrupted_losses(small_world, tmp_path, monkeypatch):
-    from egovlp.cli.pretrain_text import pretrain_text
+    from egovlp.cli.pretrain import pretrain_text
 
     def run(name, **extra):
         overrides = _text_overrides(small_world, tmp_path / name, **extra)

@@ -38,14 +38,13 @@ def resolve_model_config(spec: str) -> ModelConfig:
 
 
 def _model_from_arch(user: DictConfig, base: DictConfig) -> DictConfig:
-    """Start ``model`` from the registered architecture the user names in ``model.arch`` (if any)."""
-    from egovlp.models.registry import get_model_config
-
+    """Start ``model`` from what the user names in ``model.arch`` (if anything): a registered architecture, or a
+    weight file (``.safetensors``) or model YAML whose config is read (e.g. to fine-tune a model of your own)."""
     arch = OmegaConf.select(user, "model.arch", default=None)
     if arch and "model" in base:
         base = base.copy()
         with read_write(base):
-            base.model = OmegaConf.structured(get_model_config(str(arch)))
+            base.model = OmegaConf.structured(resolve_model_config(str(arch)))
     return base
 
 

@@ -32,7 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo", help="output folder (data/ and run/ go inside)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"pre-training config (default {DEFAULT_CONFIG})")
     p.add_argument("--text-config", default=TEXT_CONFIG, help=f"text-tower MLM config, stage 1 (default {TEXT_CONFIG})")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="pre-training config overrides")
+    p.add_argument(
+        "--text-set", action="append", default=[], metavar="KEY=VALUE", help="a stage-1 config override (repeatable)"
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="pre-training (stage 2) config overrides")
     p.set_defaults(func=run)
 
 
@@ -90,7 +93,8 @@ def _configs(args: argparse.Namespace, data: Path, manifest: dict):
         "train.output_dir": out / "text",
         "train.resume": "auto",
     }
-    text_cfg = load_experiment_config(TextMLMConfig, args.text_config, [f"{k}={v}" for k, v in text_paths.items()])
+    text_overrides = [f"{k}={v}" for k, v in text_paths.items()] + list(args.text_set)
+    text_cfg = load_experiment_config(TextMLMConfig, args.text_config, text_overrides)
     return dataclasses.replace(text_cfg, model=cfg.model), cfg
 
 
@@ -149,8 +153,7 @@ def plot_losses(metrics_jsonl: Path, png: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from egovlp.cli.pretrain import pretrain
-    from egovlp.cli.pretrain_text import pretrain_text
+    from egovlp.cli.pretrain import pretrain, pretrain_text
     from egovlp.models.weights import load_model
     from egovlp.tasks.text_mlm import ROBERTA_DIR
 

@@ -1,7 +1,15 @@
 """``egovlp pretrain``: EgoVLPv2 pre-training (EgoNCE + MLM + VTM) on EgoClip-format data, 1 CPU to many GPUs.
+``egovlp pretrain-text``: masked language modelling of the text tower on narrations alone (an ``init.roberta``).
 
 egovlp pretrain --config configs/pretrain/egoclip.yaml data.video_root=... data.metadata=...
 torchrun --nproc_per_node=8 -m egovlp.cli.main pretrain --config configs/pretrain/egoclip.yaml ...
+egovlp pretrain-text --config configs/pretrain/demo_text.yaml data.corpus=egoclip.csv data.tokenizer=tok/
+egovlp pretrain-text data.corpus=egoclip.csv data.tokenizer=roberta-base init.roberta=roberta-base   # adapt
+
+pretrain-text trains the unfused text tower and the MLM head on the same loop (DDP, checkpoints, train.resume=auto)
+and writes the text tower in HuggingFace RoBERTa names to <train.output_dir>/roberta/model.safetensors, for
+`egovlp pretrain ... init.roberta=<train.output_dir>/roberta`. Its corpus is an egoclip.csv (the clip_text column)
+or a text file with one narration per line.
 """
 
 from __future__ import annotations
@@ -16,24 +24,37 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "pretrain",
-        help="pre-train EgoVLPv2 on EgoClip-format data",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    commands = (
+        ("pretrain", "pre-train EgoVLPv2 on EgoClip-format data", run),
+        ("pretrain-text", "pre-train the text tower with MLM on narrations (an init.roberta for pretrain)", run_text),
     )
-    add_config_args(p)
-    p.set_defaults(func=run)
+    for name, help_text, func in commands:
+        p = sub.add_parser(
+            name, help=help_text, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        add_config_args(p)
+        p.set_defaults(func=func)
 
 
 def run(args: argparse.Namespace) -> int:
-    from egovlp.cli.common import load_experiment_config
     from egovlp.tasks.pretrain import PretrainConfig
 
-    cfg = load_experiment_config(PretrainConfig, args.config, args.overrides)
-    result = pretrain(cfg)
+    return _run(args, PretrainConfig, pretrain, "weights", "model.safetensors")
+
+
+def run_text(args: argparse.Namespace) -> int:
+    from egovlp.tasks.text_mlm import ROBERTA_DIR, TextMLMConfig
+
+    return _run(args, TextMLMConfig, pretrain_text, "text tower", ROBERTA_DIR)
+
+
+def _run(args: argparse.Namespace, schema: type, train, what: str, output: str) -> int:
+    from egovlp.cli.common import load_experiment_config
+
+    cfg = load_experiment_config(schema, args.config, args.overrides)
+    result = train(cfg)
     if result is not None:
-        print(f"finished at step {result.step}; weights: {Path(cfg.train.output_dir) / 'model.safetensors'}")
+        print(f"finished at step {result.step}; {what}: {Path(cfg.train.output_dir) / output}")
     return 0
 
 
@@ -48,3 +69,20 @@ def pretrain(cfg):
         return result
 
     return run_training(cfg, cfg.data.tokenizer, lambda c, tok: PretrainTask(c, tok, seed=c.train.seed), finish)
+
+
+def pretrain_text(cfg):
+    """Run text-only MLM for a resolved :class:`TextMLMConfig`; returns the FitResult on rank 0 (else None)."""
+    from egovlp.cli.common import run_training
+    from egovlp.errors import ConfigError
+    from egovlp.tasks.text_mlm import ROBERTA_DIR, TextMLMTask, export_roberta
+
+    for key in ("corpus", "tokenizer"):
+        if not getattr(cfg.data, key):
+            raise ConfigError(f"data.{key} is not set (give data.{key}=PATH)")
+
+    def finish(model, result):
+        export_roberta(model, Path(cfg.train.output_dir) / ROBERTA_DIR)
+        return result
+
+    return run_training(cfg, cfg.data.tokenizer, lambda c, tok: TextMLMTask(c, tok, seed=c.train.seed), finish)
