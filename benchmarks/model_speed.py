@@ -6,13 +6,20 @@
 
 For each path (dual video, dual text, fused) and mode (forward under no_grad; forward+backward in train mode) it
 prints items/s and the peak memory above the idle model, for both attention implementations, and their ratios.
-CPU peak memory is the process's resident-set high-water mark (reset between measurements through
-/proc/self/clear_refs); CUDA peak memory is torch.cuda.max_memory_allocated.
+The two implementations are timed interleaved (one step of each in turn, after a warm-up of both), so a change in the
+machine's load or the allocator's state hits both alike. Peak memory is measured on a separate step of each: on the
+CPU, the process's resident-set high-water mark above its level at the start of the step (freed heap memory is given
+back to the OS with glibc's malloc_trim and the mark reset through /proc/self/clear_refs before each measurement); on
+CUDA, torch.cuda.max_memory_allocated. For forward+backward it also counts, exactly, the activation memory kept for
+the backward pass (distinct tensor storages saved by autograd, parameters excluded): the explicit path keeps every
+attention matrix, SDPA does not.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import os
 import statistics
 import time
@@ -43,6 +50,9 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated() / 2**20
         else:
+            gc.collect()
+            with suppress(OSError, AttributeError):
+                ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed heap pages back, so RSS is what is live
             with suppress(OSError):
                 Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
             self.base = _rss_mb("VmRSS")
@@ -72,10 +82,7 @@ def path_fn(model, path: str, video, ids, mask):
     return lambda: model.vtm_logits(model.fuse(video, ids, mask))
 
 
-def measure(model, fn, train: bool, iters: int, warmup: int, device, autocast) -> tuple[float, float]:
-    """(median seconds per call, peak MB) of ``fn`` (+ backward when ``train``)."""
-    model.train(train)
-
+def make_step(model, fn, train: bool, autocast):
     def step():
         with autocast:
             out = fn()
@@ -83,21 +90,67 @@ def measure(model, fn, train: bool, iters: int, warmup: int, device, autocast) -
             out.float().square().mean().backward()
             model.zero_grad(set_to_none=True)
 
-    ctx = nullcontext() if train else torch.no_grad()
-    with ctx:
-        for _ in range(warmup):
-            step()
-        times = []
-        with PeakMemory(device) as mem:
-            for _ in range(iters):
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
+    return step
+
+
+def timed(step, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def saved_activation_mb(model, fn, autocast) -> float:
+    """MB of the distinct non-parameter storages autograd saves for the backward pass of ``fn()``."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        out = fn()
+    del out
+    return sum(saved.values()) / 2**20
+
+
+def measure(model, path: str, inputs, train: bool, iters: int, warmup: int, device, autocast) -> dict:
+    """``{impl: (median seconds per call, peak MB, saved MB or nan)}`` of one path, forward (+ backward when
+    ``train``)."""
+    model.train(train)
+    steps = {}
+    for impl in ("sdpa", "reference"):
+        model.set_attention_impl(impl)
+        steps[impl] = make_step(model, path_fn(model, path, *inputs), train, autocast)
+    times: dict[str, list[float]] = {impl: [] for impl in steps}
+    peaks = {}
+    with nullcontext() if train else torch.no_grad():
+        for impl, step in steps.items():
+            model.set_attention_impl(impl)
+            for _ in range(warmup):
                 step()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - t0)
-    return statistics.median(times), mem.peak
+        for i in range(iters):
+            order = list(steps) if i % 2 == 0 else list(steps)[::-1]
+            for impl in order:
+                model.set_attention_impl(impl)
+                times[impl].append(timed(steps[impl], device))
+        for impl, step in steps.items():
+            model.set_attention_impl(impl)
+            with PeakMemory(device) as mem:
+                step()
+            peaks[impl] = mem.peak
+    saved = {impl: float("nan") for impl in steps}
+    if train:
+        for impl in steps:
+            model.set_attention_impl(impl)
+            saved[impl] = saved_activation_mb(model, path_fn(model, path, *inputs), autocast)
+    return {impl: (statistics.median(times[impl]), peaks[impl], saved[impl]) for impl in steps}
 
 
 def main() -> None:
@@ -128,21 +181,22 @@ def main() -> None:
         f"# {args.arch}, {args.frames} frames, batch {args.batch}, {args.text_tokens} tokens, {args.device} "
         f"({args.threads} threads), {args.precision}, torch {torch.__version__}"
     )
-    header = ("path", "mode", "sdpa items/s", "ref items/s", "speed-up", "sdpa peak MB", "ref peak MB", "mem ratio")
+    header = (
+        "path", "mode", "sdpa items/s", "ref items/s", "speed-up", "sdpa peak MB", "ref peak MB", "sdpa saved MB",
+        "ref saved MB",
+    )  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for path in ("dual video", "dual text", "fused"):
         for train in (False, True):
-            res = {}
-            for impl in ("sdpa", "reference"):
-                model.set_attention_impl(impl)
-                fn = path_fn(model, path, video, ids, mask)
-                res[impl] = measure(model, fn, train, args.iters, args.warmup, device, autocast)
-            (ts, ms), (tr, mr) = res["sdpa"], res["reference"]
+            res = measure(model, path, (video, ids, mask), train, args.iters, args.warmup, device, autocast)
+            (ts, ms, ss), (tr, mr, sr) = res["sdpa"], res["reference"]
             mode = "fwd+bwd" if train else "fwd"
+            saved = f"{ss:.0f} | {sr:.0f}" if train else "- | -"
             print(
                 f"| {path} | {mode} | {args.batch / ts:.2f} | {args.batch / tr:.2f} | {tr / ts:.2f}x "
-                f"| {ms:.0f} | {mr:.0f} | {mr / max(ms, 1e-9):.2f} |"
+                f"| {ms:.0f} | {mr:.0f} | {saved} |",
+                flush=True,
             )
 
 
