@@ -22,14 +22,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from egovlp.errors import ConfigError, DataError
+from egovlp.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +68,6 @@ class FeatureFile:
 def feature_path(out_dir: str | os.PathLike, item_id: str, fmt: str) -> Path:
     """The main file of item ``item_id``: ``<out>/<id>.safetensors`` or ``<out>/<id>.npy``."""
     return Path(out_dir) / f"{item_id}{_SUFFIX[fmt]}"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path`` (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, obj: object) -> None:

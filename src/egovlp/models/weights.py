@@ -7,8 +7,6 @@ A weight file ``name.safetensors`` carries its :class:`ModelConfig` as YAML in t
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,6 +17,7 @@ from egovlp.config import load_config, to_yaml
 from egovlp.errors import CheckpointError
 from egovlp.models.config import ModelConfig
 from egovlp.models.model import EgoVLPv2
+from egovlp.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -55,25 +54,14 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
     model.load_state_dict(state, strict=True)
 
 
-def _atomic_target(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def save_weights(model: EgoVLPv2, path: str | Path, extra_metadata: dict[str, str] | None = None) -> Path:
     """Write ``model``'s weights and config as safetensors (atomically) plus a ``.yaml`` config beside it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {CONFIG_KEY: to_yaml(model.cfg), **(extra_metadata or {})}
-    tmp = _atomic_target(path)
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    path.with_suffix(".yaml").write_text(metadata[CONFIG_KEY])
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic_write(path.with_suffix(".yaml"), lambda tmp: tmp.write_text(metadata[CONFIG_KEY]))
     return path
 
 

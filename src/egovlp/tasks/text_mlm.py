@@ -38,6 +38,7 @@ from egovlp.train.datasets import CountingCollate, TrainingDataset
 from egovlp.train.distributed import DistInfo
 from egovlp.train.loop import TrainConfig
 from egovlp.train.optim import OptimConfig
+from egovlp.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -214,14 +215,11 @@ def export_roberta(model: EgoVLPv2, out_dir: str | Path) -> Path:
     :func:`egovlp.models.pretrained.load_roberta` (``init.roberta=out_dir``) reads it back into any model with the
     same text configuration.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tensors = {
         k: v.detach().contiguous().cpu()
         for k, v in model.text_model.state_dict().items()
         if not any(m in k for m in _FUSION_MARKERS)
     }
-    tmp = out / ".model.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "pt", "egovlp": "text tower (RoBERTa names)"})
-    tmp.replace(out / "model.safetensors")
-    return out / "model.safetensors"
+    metadata = {"format": "pt", "egovlp": "text tower (RoBERTa names)"}
+    path = Path(out_dir) / "model.safetensors"
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
