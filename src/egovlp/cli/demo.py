@@ -33,7 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"pre-training config (default {DEFAULT_CONFIG})")
     p.add_argument("--text-config", default=TEXT_CONFIG, help=f"text-tower MLM config, stage 1 (default {TEXT_CONFIG})")
     p.add_argument(
-        "--text-set", action="append", default=[], metavar="KEY=VALUE", help="a stage-1 config override (repeatable)"
+        "--text-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a stage-1 config override (repeatable; model.* comes from stage 2's config)",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="pre-training (stage 2) config overrides")
     p.set_defaults(func=run)
