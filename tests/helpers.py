@@ -54,7 +54,7 @@ def kill_and_resume(run, monkeypatch, kill_after: int, steps: dict):
 
     def killed(self, losses, bar):
         step_fn(self, losses, bar)
-        if self.state["step"] == kill_after:
+        if self.state.step == kill_after:
             raise Killed
 
     monkeypatch.setattr(_Loop, "_optimizer_step", killed)
@@ -62,3 +62,12 @@ def kill_and_resume(run, monkeypatch, kill_after: int, steps: dict):
         run("killed", **steps)
     monkeypatch.setattr(_Loop, "_optimizer_step", step_fn)
     return full, run("killed", **steps, **{"train.resume": "auto"})
+
+
+def add_mlm(batch: dict, tokenizer, probability: float = 0.15, seed: int = 0) -> dict:
+    """``batch`` plus per-row masked ``mlm_input_ids`` / ``mlm_labels`` (what EgoClipCollate adds in pre-training)."""
+    from egovlp.data.collate import mask_rows
+
+    seeds = [seed * 1000 + i for i in range(batch["input_ids"].shape[0])]
+    ids, labels = mask_rows(batch["input_ids"], batch["attention_mask"], seeds, tokenizer, probability)
+    return {**batch, "mlm_input_ids": ids, "mlm_labels": labels}

@@ -25,7 +25,65 @@ from egovlp.errors import ConfigError
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "config_to_dict", "load_config", "merge_into", "to_yaml"]
+__all__ = [
+    "ConfigError",
+    "at_least",
+    "config_to_dict",
+    "greater_than",
+    "load_config",
+    "merge_into",
+    "one_of",
+    "rule",
+    "to_yaml",
+    "validate_config",
+]
+
+RULE_KEY = "egovlp.rule"
+
+
+# ------------------------------------------------------------------------------------------------ value rules
+def rule(default: Any, description: str, check: Callable[[Any], bool]) -> Any:
+    """A dataclass field with ``default`` whose value must satisfy ``check`` (``description`` says the rule).
+
+    :func:`load_config` checks every rule of a config (nested dataclasses included) and reports a broken one in one
+    line naming the full key, the rule and the value: ``data.batch_size must be >= 1, got 0``. Dataclasses may add
+    rules between fields with a ``check_config(self) -> Iterator[tuple[str, str]]`` method yielding
+    ``(field name, problem)``.
+    """
+    return dataclasses.field(default=default, metadata={RULE_KEY: (description, check)})
+
+
+def at_least(minimum: float, default: Any) -> Any:
+    """A numeric field that must be ``>= minimum``."""
+    return rule(default, f"must be >= {minimum:g}", lambda v: v >= minimum)
+
+
+def greater_than(minimum: float, default: Any) -> Any:
+    """A numeric field that must be ``> minimum``."""
+    return rule(default, f"must be > {minimum:g}", lambda v: v > minimum)
+
+
+def one_of(choices: Sequence[Any], default: Any) -> Any:
+    """A field whose value must be one of ``choices``."""
+    allowed = tuple(choices)
+    return rule(default, f"must be one of {', '.join(map(str, allowed))}", lambda v: v in allowed)
+
+
+def validate_config(cfg: Any, prefix: str = "") -> None:
+    """Check the value rules of ``cfg`` and of every nested config dataclass; raise :class:`ConfigError` at the
+    first broken one, naming its full key."""
+    if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+        return
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        spec = f.metadata.get(RULE_KEY)
+        if spec is not None and not spec[1](value):
+            raise ConfigError(f"config key '{prefix}{f.name}' {spec[0]}, got {value!r}")
+        validate_config(value, f"{prefix}{f.name}.")
+    check = getattr(cfg, "check_config", None)
+    if check is not None:
+        for key, problem in check():
+            raise ConfigError(f"config key '{prefix}{key}' {problem}")
 
 
 def _schema_keys(node: Any, prefix: str = "") -> list[str]:
@@ -33,7 +91,7 @@ def _schema_keys(node: Any, prefix: str = "") -> list[str]:
     keys = []
     if isinstance(node, DictConfig):
         for k in node:
-            full = f"{prefix}{k}"
+            full = prefix + str(k)
             keys.append(full)
             child = node._get_node(k)
             if isinstance(child, DictConfig):
@@ -70,8 +128,10 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"command-line override {item!r} is not of the form key.sub=value")
+    # ``key=`` sets an empty string (OmegaConf would read it as null, which a string field refuses)
+    items = [f"{item}''" if item.endswith("=") else item for item in overrides]
     try:
-        return OmegaConf.from_dotlist(list(overrides))
+        return OmegaConf.from_dotlist(items)
     except OmegaConfBaseException as e:
         raise ConfigError(f"cannot parse command-line overrides {list(overrides)}: {e}") from None
 
@@ -115,14 +175,17 @@ def load_config(
         layers.append((_parse_overrides(overrides), "the command line"))
     if prepare is not None:
         user = OmegaConf.merge(*[layer for layer, _ in layers]) if layers else OmegaConf.create({})
+        assert isinstance(user, DictConfig)  # a merge of mappings is a mapping
         base = prepare(user, base)
     conf = base
     for layer, source in layers:
         conf = merge_into(conf, layer, source)
     try:
-        return OmegaConf.to_object(conf)  # type: ignore[return-value]
+        cfg = OmegaConf.to_object(conf)
     except OmegaConfBaseException as e:
         raise ConfigError(f"incomplete config: {str(e).splitlines()[0]} (key '{e.full_key}')") from None
+    validate_config(cfg)
+    return cfg  # type: ignore[return-value]
 
 
 def config_to_dict(cfg: Any) -> dict:

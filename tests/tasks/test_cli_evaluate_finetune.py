@@ -13,7 +13,7 @@ from egovlp.data.charades import load_charades_ego
 
 from .conftest import TINY, charades_paths, epic_paths
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "egovlp" / "configs"
 MIR_KEYS = ("mAP_V2T", "mAP_T2V", "mAP_AVG", "nDCG_V2T", "nDCG_T2V", "nDCG_AVG")
 
 
@@ -104,7 +104,7 @@ def test_finetune_then_evaluate_the_saved_weights(task, world, tiny_weights, tmp
     ("argv", "message"),
     [
         (["evaluate", "epic_mr", "--checkpoint", "w.safetensors"], "did you mean epic_mir?"),
-        (["finetune", "egomcq"], "unknown task 'egomcq' (known: epic_mir, charades)"),
+        (["finetune", "egomcq"], "unknown fine-tunable task 'egomcq' (known: charades, epic_mir)"),
         (["evaluate", "charades"], "--checkpoint is required"),
         (["evaluate", "charades", "--checkpoint", "w.safetensors"], "data.annotation_dir, data.video_root"),
         (["evaluate", "epic_mir", "--checkpoint", "missing.safetensors", "data.annotation_dir=a", "data.video_root=b",

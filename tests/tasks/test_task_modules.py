@@ -19,10 +19,8 @@ from egovlp.tasks.epic_mir import (
     EpicMIREvaluator,
     EpicMIRModule,
     MarginLossConfig,
-    encode_texts,
-    encode_videos,
-    merge_shards,
 )
+from egovlp.tasks.shared import encode_texts, encode_videos, merge_shards
 from egovlp.train.datasets import TrainingDataset
 from egovlp.train.distributed import DistInfo
 

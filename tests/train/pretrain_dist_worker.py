@@ -26,7 +26,9 @@ from egovlp.data.tokenizer import Tokenizer
 from egovlp.losses import world_info
 from egovlp.models.model import EgoVLPv2
 from egovlp.models.registry import get_model_config
+from egovlp.data.collate import mask_rows
 from egovlp.tasks.pretrain import LossConfig, PretrainModule
+from egovlp.train.distributed import DistInfo
 
 LOCAL_BATCH = 4
 NUM_VERBS, NUM_NOUNS = 5, 6
@@ -55,7 +57,9 @@ def global_batch(model: EgoVLPv2, tokenizer: Tokenizer, world_size: int, seed: i
     noun[torch.arange(n), torch.randint(NUM_NOUNS, (n,), generator=g)] = 1.0
     verb[n - 1], noun[n - 1] = verb[0], noun[0]  # a positive pair across the two ranks' halves
     video = torch.randn(n, frames, 3, size, size, generator=g)
-    return {"video": video, "input_ids": ids, "attention_mask": mask, "verb": verb, "noun": noun}
+    mlm_ids, mlm_labels = mask_rows(ids, mask, list(range(seed * 1000, seed * 1000 + n)), tokenizer, 0.15)
+    return {"video": video, "input_ids": ids, "attention_mask": mask, "verb": verb, "noun": noun,
+            "mlm_input_ids": mlm_ids, "mlm_labels": mlm_labels}  # fmt: skip
 
 
 def local_half(batch: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
@@ -79,7 +83,8 @@ def reference_egonce(tokenizer: Tokenizer) -> dict:
 
 def _egonce_ddp(rank: int, world_size: int, tokenizer: Tokenizer, ref: dict, gather_grad: str, factor: float):
     model = build_model()
-    module = PretrainModule(model, dataclasses.replace(EGONCE_ONLY, gather_grad=gather_grad), tokenizer, seed=rank)
+    loss = dataclasses.replace(EGONCE_ONLY, gather_grad=gather_grad)
+    module = PretrainModule(model, loss, tokenizer, seed=rank, dist=DistInfo(rank, world_size, 0, torch.device("cpu")))
     assert module.has_unused_parameters  # MLM / VTM heads get no gradient in this ablation
     ddp = DDP(module, find_unused_parameters=True)
     out = ddp(local_half(global_batch(model, tokenizer, world_size), rank))
@@ -117,7 +122,8 @@ def scenario_all_losses(rank: int, world_size: int, tokenizer: Tokenizer, ref: d
     for share in (True, False):
         model = build_model()
         cfg = dataclasses.replace(LossConfig(), share_lower_layers=share)
-        module = PretrainModule(model, cfg, tokenizer, seed=1000 + rank)  # per-rank masks and negatives
+        info = DistInfo(rank, world_size, 0, torch.device("cpu"))
+        module = PretrainModule(model, cfg, tokenizer, seed=1000 + rank, dist=info)  # per-rank negatives
         assert not module.has_unused_parameters
         ddp = DDP(module, find_unused_parameters=False)  # an unused parameter would fail the next iteration
         batch = local_half(global_batch(model, tokenizer, world_size), rank)

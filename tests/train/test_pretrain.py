@@ -11,9 +11,9 @@ from egovlp.cli.pretrain import pretrain
 from egovlp.data.tokenizer import Tokenizer
 from egovlp.models import EgoVLPv2
 from egovlp.tasks.pretrain import LossConfig, PretrainConfig, PretrainModule
-from helpers import kill_and_resume, tiny_pretrain_overrides
+from helpers import add_mlm, kill_and_resume, tiny_pretrain_overrides
 
-DEMO = Path(__file__).resolve().parents[2] / "configs" / "pretrain" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "src" / "egovlp" / "configs" / "pretrain" / "demo.yaml"
 
 
 def tiny_batch(vocab: int, b: int = 8, seed: int = 0) -> dict:
@@ -51,7 +51,7 @@ def test_shared_lower_layers_equal_three_full_passes(tiny_cfg, tokenizer):
         for n, p in model.named_parameters():
             if "alpha" in n:
                 p.fill_(0.5)
-    batch = tiny_batch(tiny_cfg.text.vocab_size)
+    batch = add_mlm(tiny_batch(tiny_cfg.text.vocab_size), tokenizer)
     results = []
     for share in (True, False):
         module = PretrainModule(model, LossConfig(share_lower_layers=share), tokenizer, seed=7).eval()
@@ -72,7 +72,7 @@ def test_training_steps_reduce_the_loss_on_a_fixed_batch(tiny_cfg, tokenizer):
     torch.manual_seed(0)
     module = PretrainModule(EgoVLPv2(tiny_cfg), LossConfig(), tokenizer, seed=1)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
-    batch = tiny_batch(tiny_cfg.text.vocab_size)
+    batch = add_mlm(tiny_batch(tiny_cfg.text.vocab_size), tokenizer)
     losses = []
     for _ in range(12):
         module.generator.manual_seed(1)  # the same masks and negatives every step
@@ -86,7 +86,7 @@ def test_training_steps_reduce_the_loss_on_a_fixed_batch(tiny_cfg, tokenizer):
 
 def test_egonce_only_ablation_needs_no_fusion(tiny_cfg, tokenizer):
     module = PretrainModule(EgoVLPv2(tiny_cfg), LossConfig(mlm_weight=0, vtm_weight=0), tokenizer)
-    out = module(tiny_batch(tiny_cfg.text.vocab_size))
+    out = module(add_mlm(tiny_batch(tiny_cfg.text.vocab_size), tokenizer))
     assert set(out) == {"loss", "egonce"} and module.has_unused_parameters
 
 
@@ -126,9 +126,30 @@ def test_pretrain_cli_reports_bad_config_key(tmp_path, capsys):
 
 
 def test_changed_loss_weights_change_the_total(tiny_cfg, tokenizer):
-    batch = tiny_batch(tiny_cfg.text.vocab_size)
+    batch = add_mlm(tiny_batch(tiny_cfg.text.vocab_size), tokenizer)
     model = EgoVLPv2(tiny_cfg).eval()
     a = PretrainModule(model, LossConfig(), tokenizer, seed=0)(batch)
     b = PretrainModule(model, dataclasses.replace(LossConfig(), vtm_weight=0.5), tokenizer, seed=0)(batch)
     torch.testing.assert_close(a["loss"], a["egonce"] + a["mlm"] + 2 * a["vtm"])
     torch.testing.assert_close(b["loss"], b["egonce"] + b["mlm"] + 0.5 * b["vtm"])
+
+
+def test_mlm_masking_belongs_to_the_item_not_the_batch(small_world, tokenizer):
+    """An item's MLM masking comes from its own seed (drawn in its per-item stream), whatever batch it lands in."""
+    from egovlp.data.collate import EgoClipCollate
+    from egovlp.data.egoclip import EgoClipDataset
+    from egovlp.train.datasets import TrainingDataset
+
+    ds = TrainingDataset(
+        EgoClipDataset(small_world["egoclip"], small_world["videos"], 2, None, chunk_seconds=small_world.chunk_seconds,
+                       num_verbs=small_world.num_verbs, num_nouns=small_world.num_nouns), seed=3
+    )  # fmt: skip
+    collate = EgoClipCollate(tokenizer, 15, "max_length", mlm_probability=0.5)
+    items = [ds[i][0] for i in range(6)]
+    alone = collate([items[4]])
+    mixed = collate([items[1], items[4], items[0]])
+    assert torch.equal(alone["mlm_input_ids"][0], mixed["mlm_input_ids"][1])
+    assert torch.equal(alone["mlm_labels"][0], mixed["mlm_labels"][1])
+    assert (mixed["mlm_labels"] != -100).any()  # something was masked at p = 0.5
+    assert ds[4][0]["mlm_seed"] == items[4]["mlm_seed"]  # the per-item stream makes the seed reproducible
+    assert len({it["mlm_seed"] for it in items}) == len(items)

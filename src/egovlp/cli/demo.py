@@ -18,8 +18,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = "configs/pretrain/demo.yaml"
-TEXT_CONFIG = "configs/pretrain/demo_text.yaml"
+# Shipped presets (egovlp/configs/pretrain/*.yaml), so the demo runs from any directory once installed.
+DEFAULT_CONFIG = "pretrain/demo"
+TEXT_CONFIG = "pretrain/demo_text"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,10 +57,10 @@ def _world(out: Path):
 
 
 def _require(path: str) -> None:
-    from egovlp.errors import ConfigError
+    """Fail before any training starts if a demo config names neither a YAML file nor a shipped preset."""
+    from egovlp.configs import resolve_config
 
-    if not Path(path).is_file():
-        raise ConfigError(f"demo config {path} not found: run from the repository root or pass --config/--text-config")
+    resolve_config(path, "pretrain")
 
 
 def _configs(args: argparse.Namespace, data: Path, manifest: dict):
@@ -90,7 +91,7 @@ def _configs(args: argparse.Namespace, data: Path, manifest: dict):
         "train.resume": "auto",
     }
     overrides = [f"{k}={v}" for k, v in paths.items()] + list(args.overrides)
-    cfg = load_experiment_config(PretrainConfig, args.config, overrides)
+    cfg = load_experiment_config(PretrainConfig, args.config, overrides, group="pretrain")
     text_paths = {
         "data.corpus": data / manifest["files"]["egoclip"],
         "data.tokenizer": tokenizer,
@@ -98,25 +99,23 @@ def _configs(args: argparse.Namespace, data: Path, manifest: dict):
         "train.resume": "auto",
     }
     text_overrides = [f"{k}={v}" for k, v in text_paths.items()] + list(args.text_set)
-    text_cfg = load_experiment_config(TextMLMConfig, args.text_config, text_overrides)
+    text_cfg = load_experiment_config(TextMLMConfig, args.text_config, text_overrides, group="pretrain")
     return dataclasses.replace(text_cfg, model=cfg.model), cfg
 
 
 def _evaluate(cfg, model) -> dict[str, dict[str, float]]:
     from egovlp.data.tokenizer import Tokenizer
-    from egovlp.tasks.egomcq import egomcq_loader, evaluate_egomcq
-    from egovlp.tasks.frames import frames_for_eval
+    from egovlp.tasks.egomcq import EgoMCQEvaluator
     from egovlp.train.distributed import init_distributed
 
     dist = init_distributed("cpu")
     tokenizer = Tokenizer.from_dir(cfg.data.tokenizer)
-    results = {}
     model.eval()
-    for reverse in (False, True):
-        loader = egomcq_loader(cfg.egomcq, tokenizer, model.cfg.video.img_size, dist, reverse_frames=reverse)
-        with frames_for_eval(model, cfg.egomcq.num_frames):
-            results["reversed" if reverse else "forward"], _ = evaluate_egomcq(model, loader, dist, progress=True)
-    return results
+    size = model.cfg.video.img_size
+    return {
+        "reversed" if reverse else "forward": EgoMCQEvaluator(cfg.egomcq, tokenizer, size, dist, True, reverse)(model)
+        for reverse in (False, True)
+    }
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
@@ -133,9 +132,14 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def plot_losses(metrics_jsonl: Path, png: Path) -> Path:
-    """Loss terms against the optimiser step, from a run's ``metrics.jsonl``."""
-    import matplotlib
+def plot_losses(metrics_jsonl: Path, png: Path) -> Path | None:
+    """Loss terms against the optimiser step, from a run's ``metrics.jsonl``; None (with a warning) without
+    matplotlib, which is the optional ``viz`` extra."""
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning('matplotlib is not installed (pip install "egovlp[viz]"): no loss curve drawn')
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -181,6 +185,6 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(results))
     print(f"\ncheckpoint:  {run_dir / 'model.safetensors'} (training state in {run_dir / 'checkpoints'})")
     print(f"text tower:  {Path(text_cfg.train.output_dir) / ROBERTA_DIR} (stage 1)")
-    print(f"loss curve:  {png}")
+    print(f"loss curve:  {png or 'not drawn (needs matplotlib: pip install egovlp[viz])'}")
     print(f"results:     {run_dir / 'demo_results.json'}")
     return 0

@@ -1,9 +1,9 @@
 """``egovlp pretrain``: EgoVLPv2 pre-training (EgoNCE + MLM + VTM) on EgoClip-format data, 1 CPU to many GPUs.
 ``egovlp pretrain-text``: masked language modelling of the text tower on narrations alone (an ``init.roberta``).
 
-egovlp pretrain --config configs/pretrain/egoclip.yaml data.video_root=... data.metadata=...
-torchrun --nproc_per_node=8 -m egovlp.cli.main pretrain --config configs/pretrain/egoclip.yaml ...
-egovlp pretrain-text --config configs/pretrain/demo_text.yaml data.corpus=egoclip.csv data.tokenizer=tok/
+egovlp pretrain --config pretrain/egoclip data.video_root=... data.metadata=...
+torchrun --nproc_per_node=8 -m egovlp.cli.main pretrain --config pretrain/egoclip ...
+egovlp pretrain-text --config pretrain/demo_text data.corpus=egoclip.csv data.tokenizer=tok/
 egovlp pretrain-text data.corpus=egoclip.csv data.tokenizer=roberta-base init.roberta=roberta-base   # adapt
 
 pretrain-text trains the unfused text tower and the MLM head on the same loop (DDP, checkpoints, train.resume=auto)
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from egovlp.cli.common import add_config_args
 
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(
             name, help=help_text, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
         )
-        add_config_args(p)
+        add_config_args(p, group="pretrain")
         p.set_defaults(func=func)
 
 
@@ -51,7 +52,7 @@ def run_text(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, schema: type, train, what: str, output: str) -> int:
     from egovlp.cli.common import load_experiment_config
 
-    cfg = load_experiment_config(schema, args.config, args.overrides)
+    cfg: Any = load_experiment_config(schema, args.config, args.overrides, group="pretrain")
     result = train(cfg)
     if result is not None:
         print(f"finished at step {result.step}; {what}: {Path(cfg.train.output_dir) / output}")
@@ -68,7 +69,7 @@ def pretrain(cfg):
         save_weights(model, Path(cfg.train.output_dir) / "model.safetensors")
         return result
 
-    return run_training(cfg, cfg.data.tokenizer, lambda c, tok: PretrainTask(c, tok, seed=c.train.seed), finish)
+    return run_training(cfg, cfg.data.tokenizer, PretrainTask, finish)
 
 
 def pretrain_text(cfg):
@@ -85,4 +86,4 @@ def pretrain_text(cfg):
         export_roberta(model, Path(cfg.train.output_dir) / ROBERTA_DIR)
         return result
 
-    return run_training(cfg, cfg.data.tokenizer, lambda c, tok: TextMLMTask(c, tok, seed=c.train.seed), finish)
+    return run_training(cfg, cfg.data.tokenizer, TextMLMTask, finish)

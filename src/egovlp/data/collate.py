@@ -1,7 +1,7 @@
 """Batch collation: tokenise narrations, flatten scene-negative pairs, drop skipped samples, MLM-mask.
 
-Collates are picklable objects (they hold the tokenizer), so they run inside DataLoader workers. Their randomness
-(MLM masking) is one draw from torch's random stream per batch, seeded per worker by the DataLoader.
+Collates are picklable objects (they hold the tokenizer), so they run inside DataLoader workers. They draw no random
+numbers: MLM masking of a row uses the ``mlm_seed`` its dataset item drew from the item's own random stream.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from egovlp.data.tokenizer import Tokenizer, mask_tokens
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EgoClipCollate", "EgoMCQCollate", "flatten_pairs"]
+__all__ = ["EgoClipCollate", "EgoMCQCollate", "flatten_pairs", "mask_rows"]
 
 
 def flatten_pairs(batch: Sequence[Any]) -> tuple[list[dict], int]:
@@ -39,7 +39,8 @@ class EgoClipCollate:
     Args:
         tokenizer: a :class:`~egovlp.data.tokenizer.Tokenizer`.
         max_length, padding: text length (15, padded to ``max_length`` in pre-training).
-        mlm_probability: add ``mlm_input_ids`` / ``mlm_labels`` masked at this rate (None: no MLM).
+        mlm_probability: add ``mlm_input_ids`` / ``mlm_labels`` masked at this rate (None: no MLM); each row is
+            masked with a generator seeded by its item's ``mlm_seed``.
 
     Returns a dict (N = items kept, 2x the pairs with scene negatives): ``video (N, F, 3, H, W)``, ``input_ids`` and
     ``attention_mask`` ``(N, L)``, ``verb (N, num_verbs)``, ``noun (N, num_nouns)``, ``clip_idx (N,)``, ``text``
@@ -76,11 +77,27 @@ class EgoClipCollate:
             "num_skipped": skipped,
         }
         if self.mlm_probability:
-            generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
-            out["mlm_input_ids"], out["mlm_labels"] = mask_tokens(
-                out["input_ids"], out["attention_mask"], self.tokenizer, self.mlm_probability, generator
-            )
+            out["mlm_input_ids"], out["mlm_labels"] = mask_rows(
+                out["input_ids"], out["attention_mask"], [it["mlm_seed"] for it in items], self.tokenizer,
+                self.mlm_probability,
+            )  # fmt: skip
         return out
+
+
+def mask_rows(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    seeds: Sequence[int],
+    tokenizer: Tokenizer,
+    probability: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~egovlp.data.tokenizer.mask_tokens` of each row ``(L,)`` with a generator seeded by its seed: the
+    masking of an item does not depend on the batch it lands in. Returns ``(masked_ids, labels)``, both ``(B, L)``."""
+    rows = [
+        mask_tokens(ids[None], mask[None], tokenizer, probability, torch.Generator().manual_seed(int(seed)))
+        for ids, mask, seed in zip(input_ids, attention_mask, seeds)
+    ]
+    return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
 
 
 class EgoMCQCollate:

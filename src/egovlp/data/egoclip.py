@@ -9,9 +9,11 @@ negative comes from anywhere in the same video; when the video has only that row
 duplicate, logged at debug level). The official loader draws from the bucket including the row itself.
 :class:`~egovlp.data.collate.EgoClipCollate` flattens pairs into one batch (B pairs -> 2B items).
 
-Randomness (frame times, crop, flip, negative choice) comes from one draw of torch's random stream per item, so a
-run is reproducible for a fixed ``torch.manual_seed`` and worker count, and DataLoader workers (whose torch stream
-is seeded with the worker seed) differ.
+Randomness (frame times, crop, flip, negative choice, and the seed of the item's MLM masking, ``mlm_seed``) comes
+from one draw of torch's random stream per item, so a run is reproducible for a fixed ``torch.manual_seed`` and
+worker count, and DataLoader workers (whose torch stream is seeded with the worker seed) differ; under
+:class:`~egovlp.train.datasets.TrainingDataset` every item's stream is seeded by ``(seed, epoch, index)``, so the
+masking of a resumed run equals that of an uninterrupted one.
 
 Bad videos: ``bad_input="raise"`` raises :class:`~egovlp.errors.VideoReadError` (file and time range);
 ``bad_input="skip"`` logs it, counts it in :attr:`EgoClipDataset.num_skipped` (per process) and returns None, which
@@ -108,7 +110,8 @@ class EgoClipDataset(Dataset):
         table: an already loaded :class:`EgoClipTable` (then ``metadata_csv`` is only used in messages).
 
     Items are dicts: ``video`` float ``(F, 3, H, W)``, ``text`` str, ``verb`` ``(num_verbs,)`` and ``noun``
-    ``(num_nouns,)`` float multi-hot, ``clip_idx`` int, ``video_uid`` str; or a pair of them; or None (skipped).
+    ``(num_nouns,)`` float multi-hot, ``clip_idx`` int, ``video_uid`` str, ``mlm_seed`` int (the seed of this item's
+    MLM masking); or a pair of them; or None (skipped).
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class EgoClipDataset(Dataset):
         video = self.transform(clip, generator) if self.transform is not None else torch.from_numpy(clip)
         text = t.text(i)
         return {
+            "mlm_seed": int(rng.integers(2**62)),
             "video": video,
             "text": self.text_cleaner(text) if self.text_cleaner is not None else text,
             "verb": torch.from_numpy(multi_hot(t.verbs(i), self.num_verbs)),

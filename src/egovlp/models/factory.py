@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from egovlp.models.config import ModelConfig
 from egovlp.models.model import EgoVLPv2
@@ -10,6 +11,15 @@ from egovlp.models.video import resize_temporal_embed
 from egovlp.models.weights import load_state_dict_strict, load_weights
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """Where a training run's initial weights come from (the ``init`` section of a training config)."""
+
+    checkpoint: str = ""  # egovlp .safetensors to start from (e.g. a converted official checkpoint)
+    vit: str = ""  # timm / Google ViT-B/16 ImageNet weights for the video tower (.pth, .npz, .safetensors)
+    roberta: str = ""  # HuggingFace roberta-base directory or weight file for the text tower
 
 
 def build_model(cfg: ModelConfig, checkpoint: str = "", vit: str = "", roberta: str = "") -> EgoVLPv2:

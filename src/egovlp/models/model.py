@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -106,6 +108,26 @@ class EgoVLPv2(nn.Module):
         self.cfg = dataclasses.replace(self.cfg, video=video_cfg)
         self.video_model.cfg = video_cfg
 
+    @contextmanager
+    def frames(self, num_frames: int) -> Iterator[None]:
+        """Accept ``num_frames`` frames inside the block (e.g. evaluation at 16 frames of a model trained with 4).
+
+        More frames than the temporal embedding holds: a temporary, interpolated copy (as the release resizes) is
+        used and the trained one is put back after; fewer need nothing (the tower uses the first rows). The trained
+        parameter object is never modified, so an optimiser holding it is unaffected.
+        """
+        vm = self.video_model
+        trained = vm.temporal_embed
+        if num_frames <= trained.shape[1]:
+            yield
+            return
+        with torch.no_grad():
+            vm.temporal_embed = nn.Parameter(resize_temporal_embed(trained.detach(), num_frames), requires_grad=False)
+        try:
+            yield
+        finally:
+            vm.temporal_embed = trained
+
     # ------------------------------------------------------------------------------------------------- dual
     def encode_video(self, video: torch.Tensor, normalize: bool = False, project: bool = True) -> torch.Tensor:
         """Dual-encoder video feature: ``(B, F, 3, H, W) -> (B, E)`` (``(B, Dv)`` with ``project=False``)."""
@@ -174,8 +196,10 @@ class EgoVLPv2(nn.Module):
                 i = self.first_fused_video + k
                 new_video = self.video_model.run_block(i, video, num_frames, text, mask, last and video_out == "cls")
             text = self.text_model.run_layer(self.first_fused_text + k, text, mask, video)
+            if new_video is None:  # the last layer with video_out="none": its video block was skipped
+                return FusedOutput(None, text)
             video = new_video
-        return FusedOutput(None if video is None else self.norm(video), text)
+        return FusedOutput(self.norm(video), text)
 
     def fuse(
         self, video: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, video_out: str = "all"
@@ -187,6 +211,8 @@ class EgoVLPv2(nn.Module):
 
     def vtm_logits(self, fused: FusedOutput) -> torch.Tensor:
         """Video-text matching logits ``(B, 2)`` from the fused CLS states; P(match) = softmax(...)[:, 1]."""
+        if fused.video is None:
+            raise ValueError("VTM needs the fused video CLS state: fuse with video_out='cls' or 'all', not 'none'")
         text = self.cross_modal_text_pooler(self.cross_modal_text_transform(fused.text[:, 0]))
         video = self.cross_modal_video_pooler(self.cross_modal_video_transform(fused.video[:, 0]))
         return self.itm_score(torch.cat([text, video], dim=-1))

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from egovlp.config import at_least, greater_than, one_of
 from egovlp.data.charades import load_charades_ego
 from egovlp.data.charades_dataset import CharadesActionDataset, CharadesVideoDataset
 from egovlp.data.epic_mir_dataset import ClipCollate
@@ -34,15 +35,23 @@ from egovlp.errors import DataError
 from egovlp.losses import EgoNCELoss
 from egovlp.metrics import charades_map
 from egovlp.models.config import ModelConfig
+from egovlp.models.factory import InitConfig
 from egovlp.models.registry import get_model_config
-from egovlp.tasks.base import Task, TaskModule
-from egovlp.tasks.epic_mir import check_vocab, encode_texts, encode_videos, gather_shards, sharded_loader
-from egovlp.tasks.frames import frames_for_eval
-from egovlp.tasks.pretrain import InitConfig
+from egovlp.tasks.registry import TaskSpec, register_task
+from egovlp.tasks.shared import (
+    check_crop_scale,
+    check_vocab,
+    encode_texts,
+    encode_videos,
+    gather_shards,
+    sharded_loader,
+    table_row,
+)
 from egovlp.train.datasets import CountingCollate, TrainingDataset
 from egovlp.train.distributed import DistInfo
 from egovlp.train.loop import TrainConfig
 from egovlp.train.optim import OptimConfig
+from egovlp.train.task import Task, TaskModule
 
 log = logging.getLogger(__name__)
 
@@ -53,33 +62,36 @@ class CharadesData:
     video_root: str = ""  # <root>/<id>.mp4
     classes_file: str = ""  # default: <annotation_dir>/Charades_v1_classes.txt
     tokenizer: str = ""  # roberta-base tokenizer directory
-    num_frames: int = 32  # release: 32 for fine-tuning and evaluation (the temporal embedding is resized)
+    num_frames: int = at_least(1, 32)  # release: 32 for fine-tuning and evaluation (the model runs at it)
 
 
 @dataclass(frozen=True)
 class CharadesEval:
     split: str = "test"  # the release validates on the test split
-    batch_size: int = 8  # videos per batch
-    num_workers: int = 4
-    bad_input: str = "raise"  # raise | skip (skipped videos are left out of the mAP and counted)
-    max_videos: int = 0  # evaluate only the first N videos (0 = all)
-    prompt_max_length: int = 30  # release: class names truncated at 30 tokens
+    batch_size: int = at_least(1, 8)  # videos per batch
+    num_workers: int = at_least(0, 4)
+    bad_input: str = one_of(("raise", "skip"), "raise")  # skip: skipped videos are left out of the mAP, counted
+    max_videos: int = at_least(0, 0)  # evaluate only the first N videos (0 = all)
+    prompt_max_length: int = at_least(2, 30)  # release: class names truncated at 30 tokens
 
 
 @dataclass(frozen=True)
 class CharadesTrainData:
-    batch_size: int = 16  # action segments per rank (release: 16 x 8 GPUs)
-    num_workers: int = 4
-    text_max_length: int = 15  # release: class names padded to 15 tokens in training
+    batch_size: int = at_least(1, 16)  # action segments per rank (release: 16 x 8 GPUs)
+    num_workers: int = at_least(0, 4)
+    text_max_length: int = at_least(2, 15)  # release: class names padded to 15 tokens in training
     crop_scale: tuple[float, float] = (0.5, 1.0)
     hflip: bool = True
-    bad_input: str = "skip"
+    bad_input: str = one_of(("raise", "skip"), "skip")
+
+    def check_config(self):
+        yield from check_crop_scale(self.crop_scale)
 
 
 @dataclass(frozen=True)
 class ContrastiveLossConfig:
-    temperature: float = 0.05  # release NormSoftmaxLoss
-    gather_grad: str = "full"  # full: exact full-batch gradient | local: the release's (gradient / world size)
+    temperature: float = greater_than(0, 0.05)  # release NormSoftmaxLoss
+    gather_grad: str = one_of(("full", "local"), "full")  # full: exact full-batch gradient | local: the release's
     # release: False (other segments of the same class in the batch are negatives); True: they are positives
     # (EgoNCE's multi-positive form over class labels), which matters when the batch is large against the classes
     same_class_positives: bool = False
@@ -115,8 +127,17 @@ def _load(data: CharadesData, split: str):
 class CharadesEvaluator:
     """Loads a Charades-Ego split once; ``evaluator(model)`` gives its metrics on rank 0 (``{}`` on other ranks)."""
 
-    def __init__(self, data: CharadesData, cfg: CharadesEval, tokenizer: Tokenizer, img_size: int, dist: DistInfo):
+    def __init__(
+        self,
+        data: CharadesData,
+        cfg: CharadesEval,
+        tokenizer: Tokenizer,
+        img_size: int,
+        dist: DistInfo,
+        progress: bool = False,
+    ) -> None:
         self.data, self.cfg, self.tokenizer, self.dist = data, cfg, tokenizer, dist
+        self.progress = "Charades-Ego videos" if progress and dist.is_main else ""
         self.annotations = _load(data, cfg.split)
         dataset: Dataset = CharadesVideoDataset(
             self.annotations, data.video_root, data.num_frames, eval_transform(img_size), cfg.bad_input
@@ -127,8 +148,9 @@ class CharadesEvaluator:
 
     @torch.no_grad()
     def __call__(self, model) -> dict[str, Any]:
-        with frames_for_eval(model, self.data.num_frames):
-            videos = gather_shards(encode_videos(model, self.loader, self.dist.device, keep=("label",)), self.dist)
+        with model.frames(self.data.num_frames):
+            local = encode_videos(model, self.loader, self.dist.device, ("label",), self.progress)
+            videos = gather_shards(local, self.dist)
         if not self.dist.is_main:
             return {}
         prompts = encode_texts(
@@ -178,9 +200,9 @@ class CharadesTask(Task):
 
     name = "charades"
 
-    def __init__(self, cfg: CharadesConfig, tokenizer: Tokenizer, seed: int = 0) -> None:
+    def __init__(self, cfg: CharadesConfig, tokenizer: Tokenizer, dist: DistInfo) -> None:
         check_vocab(tokenizer, cfg.model)
-        self.cfg, self.tokenizer, self.seed = cfg, tokenizer, seed
+        self.cfg, self.tokenizer, self.dist, self.seed = cfg, tokenizer, dist, cfg.train.seed
         self.batch_size, self.num_workers = cfg.train_data.batch_size, cfg.train_data.num_workers
         self._evaluator: CharadesEvaluator | None = None
 
@@ -203,6 +225,39 @@ class CharadesTask(Task):
     def evaluate(self, model, dist: DistInfo) -> dict[str, Any]:
         if self._evaluator is None:
             self._evaluator = CharadesEvaluator(
-                self.cfg.data, self.cfg.eval, self.tokenizer, model.cfg.video.img_size, dist
+                self.cfg.data, self.cfg.eval, self.tokenizer, model.cfg.video.img_size, dist, self.cfg.train.progress
             )
         return self._evaluator(model)
+
+
+def format_table(m: dict[str, Any]) -> str:
+    """The mAP table (percent) of ``egovlp evaluate charades``."""
+    lines = [
+        f"Charades-Ego (%), {int(m['videos'])} videos",
+        table_row("mAP", [m["mAP"]]),
+        f"classes evaluated {int(m['classes_evaluated'])}, skipped (no positive video) {int(m['classes_skipped'])}",
+    ]
+    if m.get("skipped_videos"):
+        lines.append(f"skipped videos: {int(m['skipped_videos'])}")
+    return "\n".join(lines)
+
+
+def _make_evaluator(cfg: CharadesEvalConfig, tokenizer: Tokenizer, model, dist: DistInfo, progress: bool = False):
+    check_vocab(tokenizer, model.cfg)
+    return CharadesEvaluator(cfg.data, cfg.eval, tokenizer, model.cfg.video.img_size, dist, progress)
+
+
+_PATHS = ("data.annotation_dir", "data.video_root", "data.tokenizer")
+register_task(
+    TaskSpec(
+        name="charades",
+        description="Charades-Ego action recognition: zero-shot with class names as text, or fine-tuned; mAP",
+        eval_schema=CharadesEvalConfig,
+        make_evaluator=_make_evaluator,
+        format_table=format_table,
+        required=_PATHS,
+        finetune_schema=CharadesConfig,
+        make_task=CharadesTask,
+        finetune_required=_PATHS,
+    )
+)

@@ -1,24 +1,29 @@
 """EgoMCQ: pick which of 5 clips a narration describes. Dual (cosine), fusion (VTM probability), ensemble (sum).
 
 Accuracy is reported per question type with the correct labels (1 = inter-video, 2 = intra-video). Used as the
-validation of pre-training and by ``egovlp evaluate egomcq``. Under DDP every question is scored exactly once
-(sharded without padding) and rank 0 computes the metric on the gathered scores.
+validation of pre-training and by ``egovlp evaluate egomcq`` (registered here). Under DDP every question is scored
+exactly once (sharded without padding) and rank 0 computes the metric on the gathered scores.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from egovlp.config import at_least, one_of
 from egovlp.data.collate import EgoMCQCollate
 from egovlp.data.egomcq import EgoMCQDataset
 from egovlp.data.tokenizer import Tokenizer
 from egovlp.data.transforms import eval_transform
+from egovlp.errors import DataError
 from egovlp.metrics.mcq import egomcq_accuracy
+from egovlp.tasks.registry import TaskSpec, register_task
+from egovlp.tasks.shared import check_finite, check_vocab, table_row
 from egovlp.train.distributed import DistInfo, gather_objects
 from egovlp.train.sampler import ShardedEvalSampler
 
@@ -31,12 +36,21 @@ MODES = ("dual", "fusion", "ensemble")
 class EgoMCQConfig:
     metadata: str = ""  # egomcq.json ("" = no EgoMCQ evaluation)
     video_root: str = ""  # <root>/<video_uid>/<k>.mp4
-    chunk_seconds: float = 600.0
-    num_frames: int = 16  # the release evaluates at 16 frames (the temporal embedding is interpolated)
-    batch_size: int = 4  # questions per batch (x 5 clips)
-    num_workers: int = 2
-    bad_input: str = "raise"  # "raise" or "skip" (skipped questions are counted and excluded)
-    max_questions: int = 0  # evaluate only the first N questions (0 = all)
+    chunk_seconds: float = 600.0  # chunk length of the video layout (<= 0: read from <video_root>/chunks.json)
+    num_frames: int = at_least(1, 16)  # the release evaluates at 16 frames (the temporal embedding is interpolated)
+    batch_size: int = at_least(1, 4)  # questions per batch (x 5 clips)
+    num_workers: int = at_least(0, 2)
+    bad_input: str = one_of(("raise", "skip"), "raise")  # "skip": skipped questions are counted and excluded
+    max_questions: int = at_least(0, 0)  # evaluate only the first N questions (0 = all)
+
+
+@dataclass(frozen=True)
+class EgoMCQEvalConfig:
+    """``egovlp evaluate egomcq``: the model comes from ``--checkpoint``."""
+
+    data: EgoMCQConfig = field(default_factory=EgoMCQConfig)
+    tokenizer: str = ""  # tokenizer directory (roberta-base: vocab.json + merges.txt or tokenizer.json)
+    device: str = "auto"
 
 
 def egomcq_loader(
@@ -73,6 +87,8 @@ def score_batch(model, batch: dict, device: torch.device, fusion: bool) -> dict[
     if fusion:
         rep_ids, rep_mask = ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
         out["fusion"] = model.vtm_probability(flat, rep_ids, rep_mask).view(b, k).float().cpu().numpy()
+    for mode, scores in out.items():
+        check_finite(scores, f"EgoMCQ {mode} scores of questions {batch['index'].tolist()}")
     return out
 
 
@@ -137,4 +153,64 @@ def evaluate_egomcq(
     if not dist.is_main:
         return {}, {}
     merged = merge_scores(shards)
+    if not len(merged["index"]):
+        raise DataError(f"EgoMCQ: no question could be scored ({int(merged['skipped'])} skipped)")
     return mcq_metrics(merged), merged
+
+
+class EgoMCQEvaluator:
+    """Loads the questions once; ``evaluator(model)`` gives the accuracies on rank 0 (``{}`` on other ranks).
+
+    The model runs at ``cfg.num_frames`` (:meth:`~egovlp.models.model.EgoVLPv2.frames`); ``reverse_frames`` plays
+    every option clip backwards (the probe of whether a model reads motion). The last gathered scores are kept in
+    :attr:`scores`.
+    """
+
+    def __init__(
+        self,
+        cfg: EgoMCQConfig,
+        tokenizer: Tokenizer,
+        img_size: int,
+        dist: DistInfo,
+        progress: bool = False,
+        reverse_frames: bool = False,
+    ) -> None:
+        self.cfg, self.dist, self.progress = cfg, dist, progress
+        self.loader = egomcq_loader(cfg, tokenizer, img_size, dist, reverse_frames)
+        self.scores: dict[str, np.ndarray] = {}
+
+    @torch.no_grad()
+    def __call__(self, model) -> dict[str, Any]:
+        with model.frames(self.cfg.num_frames):
+            metrics, self.scores = evaluate_egomcq(model, self.loader, self.dist, self.progress)
+        return metrics
+
+
+def format_table(m: dict[str, Any]) -> str:
+    """The accuracy table (percent) of ``egovlp evaluate egomcq``."""
+    header = f"{'':22s}{'inter':>10s}{'intra':>10s}{'all':>10s}"
+    lines = [f"EgoMCQ accuracy (%), {int(m['questions'])} questions", header]
+    for mode in MODES:
+        if f"{mode}/inter" in m:
+            lines.append(table_row(mode, [m[f"{mode}/inter"], m[f"{mode}/intra"], m[f"{mode}/overall"]]))
+    if m.get("skipped"):
+        lines.append(f"skipped questions: {int(m['skipped'])}")
+    return "\n".join(lines)
+
+
+def _make_evaluator(cfg: EgoMCQEvalConfig, tokenizer: Tokenizer, model, dist: DistInfo, progress: bool = False):
+    check_vocab(tokenizer, model.cfg)
+    return EgoMCQEvaluator(cfg.data, tokenizer, model.cfg.video.img_size, dist, progress)
+
+
+register_task(
+    TaskSpec(
+        name="egomcq",
+        description="EgoMCQ: which of 5 clips a narration describes (dual, fusion and ensemble accuracy)",
+        eval_schema=EgoMCQEvalConfig,
+        make_evaluator=_make_evaluator,
+        format_table=format_table,
+        required=("data.metadata", "data.video_root", "tokenizer"),
+        tokenizer_key="tokenizer",
+    )
+)

@@ -9,8 +9,6 @@ their indices, and rank 0 computes the metrics.
 Fine-tuning (release: ``configs/ft/epic.json``): each training clip is paired with a sentence drawn among those with
 relevancy > 0.1 (see :mod:`egovlp.data.epic_mir_dataset`); the loss is the adaptive max-margin ranking loss (margin
 0.2) on the all-gathered batch, each pair's margin scaled by its relevancy.
-
-The video / text encoding and gathering helpers here are shared with :mod:`egovlp.tasks.charades`.
 """
 
 from __future__ import annotations
@@ -21,25 +19,34 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from egovlp.config import at_least, one_of
 from egovlp.data.epic_mir import POSITIVE_THRESHOLD, load_epic_mir
 from egovlp.data.epic_mir_dataset import ClipCollate, EpicMIRDataset
 from egovlp.data.tokenizer import Tokenizer
 from egovlp.data.transforms import eval_transform, train_transform
-from egovlp.errors import ConfigError, DataError
+from egovlp.errors import DataError
 from egovlp.losses import AdaptiveMaxMarginLoss
 from egovlp.metrics import epic_mir_metrics
 from egovlp.models.config import ModelConfig
+from egovlp.models.factory import InitConfig
 from egovlp.models.registry import get_model_config
-from egovlp.tasks.base import Task, TaskModule
-from egovlp.tasks.frames import frames_for_eval
-from egovlp.tasks.pretrain import InitConfig
+from egovlp.tasks.registry import TaskSpec, register_task
+from egovlp.tasks.shared import (
+    check_crop_scale,
+    check_vocab,
+    encode_texts,
+    encode_videos,
+    gather_shards,
+    sharded_loader,
+    table_row,
+)
 from egovlp.train.datasets import CountingCollate, TrainingDataset
-from egovlp.train.distributed import DistInfo, gather_objects
+from egovlp.train.distributed import DistInfo
 from egovlp.train.loop import TrainConfig
 from egovlp.train.optim import OptimConfig
-from egovlp.train.sampler import ShardedEvalSampler
+from egovlp.train.task import Task, TaskModule
 
 log = logging.getLogger(__name__)
 
@@ -51,35 +58,39 @@ class EpicMIRData:
     annotation_dir: str = ""  # retrieval_annotations/: EPIC_100_retrieval_*.csv (+ relevancy/*.pkl)
     video_root: str = ""  # <root>/<participant_id>/<video_id>.MP4
     tokenizer: str = ""  # roberta-base tokenizer directory
-    num_frames: int = 16  # release: 16 for fine-tuning and evaluation (the temporal embedding is resized)
-    relevancy: str = "build"  # build: from the CSV classes (training rows on the fly) | pickle: relevancy/*.pkl
+    num_frames: int = at_least(1, 16)  # release: 16 for fine-tuning and evaluation (the model runs at it)
+    # build: from the CSV classes (training rows on the fly) | pickle: relevancy/*.pkl
+    relevancy: str = one_of(RELEVANCY_MODES, "build")
 
 
 @dataclass(frozen=True)
 class EpicMIREval:
     split: str = "test"  # the release validates on the test split (there is no validation split)
-    batch_size: int = 16  # clips per batch
-    text_batch_size: int = 256  # sentences per batch (padded to the longest, as the release)
-    num_workers: int = 4
-    bad_input: str = "raise"  # raise | skip (skipped clips are left out of the metrics and counted)
-    max_clips: int = 0  # evaluate only the first N clips (0 = all; the relevancy rows follow)
+    batch_size: int = at_least(1, 16)  # clips per batch
+    text_batch_size: int = at_least(1, 256)  # sentences per batch (padded to the longest, as the release)
+    num_workers: int = at_least(0, 4)
+    bad_input: str = one_of(("raise", "skip"), "raise")  # skip: skipped clips are left out of the metrics, counted
+    max_clips: int = at_least(0, 0)  # evaluate only the first N clips (0 = all; the relevancy rows follow)
 
 
 @dataclass(frozen=True)
 class EpicMIRTrainData:
-    batch_size: int = 16  # per rank (release: 16 x 8 GPUs)
-    num_workers: int = 4
-    text_max_length: int = 30  # release: padded to 30 tokens
+    batch_size: int = at_least(1, 16)  # per rank (release: 16 x 8 GPUs)
+    num_workers: int = at_least(0, 4)
+    text_max_length: int = at_least(2, 30)  # release: padded to 30 tokens
     crop_scale: tuple[float, float] = (0.5, 1.0)
     hflip: bool = False  # the release's EK-100 training transform has no flip
     positive_threshold: float = POSITIVE_THRESHOLD
-    bad_input: str = "skip"  # skip (replace, count and log) | raise
+    bad_input: str = one_of(("raise", "skip"), "skip")  # skip: replace, count and log
+
+    def check_config(self):
+        yield from check_crop_scale(self.crop_scale)
 
 
 @dataclass(frozen=True)
 class MarginLossConfig:
-    margin: float = 0.2  # release configs/ft/epic.json
-    gather_grad: str = "full"  # full: exact full-batch gradient | local: the release's (gradient / world size)
+    margin: float = at_least(0, 0.2)  # release configs/ft/epic.json
+    gather_grad: str = one_of(("full", "local"), "full")  # full: exact full-batch gradient | local: the release's
 
 
 @dataclass(frozen=True)
@@ -105,78 +116,21 @@ class EpicMIRConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/epic_mir", epochs=100))
 
 
-def check_vocab(tokenizer: Tokenizer, model_cfg: ModelConfig) -> None:
-    """Raise ConfigError when the tokenizer has ids the model's text embedding cannot hold."""
-    if tokenizer.vocab_size > model_cfg.text.vocab_size:
-        raise ConfigError(
-            f"the tokenizer {tokenizer.source} has {tokenizer.vocab_size} tokens but the model's text vocabulary "
-            f"has {model_cfg.text.vocab_size}"
-        )
-
-
-# ------------------------------------------------------------------------------ encoding (shared with charades)
-def sharded_loader(dataset: Dataset, batch_size: int, num_workers: int, dist: DistInfo, collate) -> DataLoader:
-    """This rank's share of ``dataset`` (every item exactly once over the ranks, no padding)."""
-    sampler = ShardedEvalSampler(len(dataset), dist.rank, dist.world_size)
-    return DataLoader(dataset, batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate)
-
-
-@torch.no_grad()
-def encode_videos(model, loader: DataLoader, device: torch.device, keep: tuple[str, ...] = ()) -> dict[str, Any]:
-    """This rank's dual video features: ``index (n,)``, ``video (n, E)`` float32 L2-normalised, the batch fields
-    named in ``keep`` (e.g. ``label``) as arrays, and ``skipped`` (unreadable items dropped)."""
-    parts: dict[str, list] = {key: [] for key in ("index", "video", *keep)}
-    skipped = 0
-    for batch in loader:
-        skipped += int(batch["num_skipped"])
-        if "video" not in batch:
-            continue
-        parts["video"].append(model.encode_video(batch["video"].to(device), normalize=True).float().cpu().numpy())
-        for key in ("index", *keep):
-            parts[key].append(batch[key].numpy())
-    out: dict[str, Any] = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
-    out["skipped"] = skipped
-    return out
-
-
-@torch.no_grad()
-def encode_texts(
-    model, tokenizer: Tokenizer, texts: list[str], device: torch.device, batch_size: int = 256, max_length=None
-) -> np.ndarray:
-    """Dual text features of ``texts``, ``(N, E)`` float32 L2-normalised (padded to the longest of each batch)."""
-    parts = []
-    for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(texts[start : start + batch_size], max_length=max_length)
-        ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
-        parts.append(model.encode_text(ids, mask, normalize=True).float().cpu().numpy())
-    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
-
-
-def merge_shards(shards: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-rank results of :func:`encode_videos` (or any dict with ``index``) -> one dict ordered by index."""
-    keys = [k for k in shards[0] if k != "skipped"]
-    nonempty = [s for s in shards if len(s["index"])] or shards[:1]
-    merged = {k: np.concatenate([s[k] for s in nonempty]) for k in keys}
-    order = np.argsort(merged["index"], kind="stable")
-    merged = {k: v[order] for k, v in merged.items()}
-    merged["skipped"] = sum(int(s.get("skipped", 0)) for s in shards)
-    return merged
-
-
-def gather_shards(local: dict[str, Any], dist: DistInfo) -> dict[str, Any] | None:
-    """Gather every rank's ``local`` result and merge them on rank 0 (other ranks get None)."""
-    shards = gather_objects(local)
-    return merge_shards(shards) if dist.is_main else None
-
-
 # ------------------------------------------------------------------------------------------------- evaluation
 class EpicMIREvaluator:
     """Loads an EK-100 split once; ``evaluator(model)`` gives its metrics on rank 0 (``{}`` on other ranks)."""
 
-    def __init__(self, data: EpicMIRData, cfg: EpicMIREval, tokenizer: Tokenizer, img_size: int, dist: DistInfo):
-        if data.relevancy not in RELEVANCY_MODES:
-            raise ConfigError(f"data.relevancy must be one of {RELEVANCY_MODES}, got {data.relevancy!r}")
+    def __init__(
+        self,
+        data: EpicMIRData,
+        cfg: EpicMIREval,
+        tokenizer: Tokenizer,
+        img_size: int,
+        dist: DistInfo,
+        progress: bool = False,
+    ) -> None:
         self.data, self.cfg, self.tokenizer, self.dist = data, cfg, tokenizer, dist
+        self.progress = "EK-100 clips" if progress and dist.is_main else ""
         self.annotations = load_epic_mir(data.annotation_dir, cfg.split, relevancy=data.relevancy)
         dataset: Dataset = EpicMIRDataset(
             self.annotations, data.video_root, data.num_frames, eval_transform(img_size), bad_input=cfg.bad_input
@@ -195,8 +149,8 @@ class EpicMIREvaluator:
 
     @torch.no_grad()
     def __call__(self, model) -> dict[str, float]:
-        with frames_for_eval(model, self.data.num_frames):
-            videos = gather_shards(encode_videos(model, self.loader, self.dist.device), self.dist)
+        with model.frames(self.data.num_frames):
+            videos = gather_shards(encode_videos(model, self.loader, self.dist.device, (), self.progress), self.dist)
         sentences = self._sentence_features(model)
         if not self.dist.is_main:
             return {}
@@ -244,11 +198,9 @@ class EpicMIRTask(Task):
 
     name = "epic_mir"
 
-    def __init__(self, cfg: EpicMIRConfig, tokenizer: Tokenizer, seed: int = 0) -> None:
+    def __init__(self, cfg: EpicMIRConfig, tokenizer: Tokenizer, dist: DistInfo) -> None:
         check_vocab(tokenizer, cfg.model)
-        if cfg.data.relevancy not in RELEVANCY_MODES:
-            raise ConfigError(f"data.relevancy must be one of {RELEVANCY_MODES}, got {cfg.data.relevancy!r}")
-        self.cfg, self.tokenizer, self.seed = cfg, tokenizer, seed
+        self.cfg, self.tokenizer, self.dist, self.seed = cfg, tokenizer, dist, cfg.train.seed
         self.batch_size, self.num_workers = cfg.train_data.batch_size, cfg.train_data.num_workers
         self._evaluator: EpicMIREvaluator | None = None
 
@@ -272,6 +224,40 @@ class EpicMIRTask(Task):
     def evaluate(self, model, dist: DistInfo) -> dict[str, float]:
         if self._evaluator is None:
             self._evaluator = EpicMIREvaluator(
-                self.cfg.data, self.cfg.eval, self.tokenizer, model.cfg.video.img_size, dist
+                self.cfg.data, self.cfg.eval, self.tokenizer, model.cfg.video.img_size, dist, self.cfg.train.progress
             )
         return self._evaluator(model)
+
+
+def format_table(m: dict[str, Any]) -> str:
+    """The mAP / nDCG table (percent) of ``egovlp evaluate epic_mir``."""
+    lines = [
+        f"EK-100 multi-instance retrieval (%), {int(m['clips'])} clips x {int(m['sentences'])} sentences",
+        f"{'':22s}{'V2T':>10s}{'T2V':>10s}{'AVG':>10s}",
+        table_row("mAP", [m["mAP_V2T"], m["mAP_T2V"], m["mAP_AVG"]]),
+        table_row("nDCG", [m["nDCG_V2T"], m["nDCG_T2V"], m["nDCG_AVG"]]),
+    ]
+    if m.get("skipped_clips"):
+        lines.append(f"skipped clips: {int(m['skipped_clips'])}")
+    return "\n".join(lines)
+
+
+def _make_evaluator(cfg: EpicMIREvalConfig, tokenizer: Tokenizer, model, dist: DistInfo, progress: bool = False):
+    check_vocab(tokenizer, model.cfg)
+    return EpicMIREvaluator(cfg.data, cfg.eval, tokenizer, model.cfg.video.img_size, dist, progress)
+
+
+_PATHS = ("data.annotation_dir", "data.video_root", "data.tokenizer")
+register_task(
+    TaskSpec(
+        name="epic_mir",
+        description="EPIC-Kitchens-100 multi-instance retrieval: mAP and nDCG, video-to-text and text-to-video",
+        eval_schema=EpicMIREvalConfig,
+        make_evaluator=_make_evaluator,
+        format_table=format_table,
+        required=_PATHS,
+        finetune_schema=EpicMIRConfig,
+        make_task=EpicMIRTask,
+        finetune_required=_PATHS,
+    )
+)

@@ -19,32 +19,28 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from egovlp.config import at_least, greater_than, one_of, rule
 from egovlp.data.collate import EgoClipCollate
 from egovlp.data.egoclip import EgoClipDataset
-from egovlp.data.tokenizer import Tokenizer, mask_tokens
+from egovlp.data.tokenizer import Tokenizer
 from egovlp.data.transforms import train_transform
 from egovlp.errors import ConfigError
-from egovlp.losses import EgoNCELoss, GatherGrad, all_gather_nograd, mlm_loss, sample_vtm_pairs, vtm_loss, world_info
+from egovlp.losses import EgoNCELoss, GatherGrad, all_gather_nograd, mlm_loss, sample_vtm_pairs, vtm_loss
+from egovlp.losses.egonce import POSITIVE_MODES
 from egovlp.losses.mlm import global_label_count
 from egovlp.models.config import ModelConfig
+from egovlp.models.factory import InitConfig
 from egovlp.models.model import EgoVLPv2
 from egovlp.models.registry import get_model_config
-from egovlp.tasks.base import Task, TaskModule
-from egovlp.tasks.egomcq import EgoMCQConfig, egomcq_loader, evaluate_egomcq
-from egovlp.tasks.frames import frames_for_eval
+from egovlp.tasks.egomcq import EgoMCQConfig, EgoMCQEvaluator
+from egovlp.tasks.shared import check_crop_scale, check_vocab
 from egovlp.train.datasets import CountingCollate, TrainingDataset
 from egovlp.train.distributed import DistInfo
 from egovlp.train.loop import TrainConfig
 from egovlp.train.optim import OptimConfig
+from egovlp.train.task import Task, TaskModule
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class InitConfig:
-    checkpoint: str = ""  # egovlp .safetensors to start from (e.g. a converted official checkpoint)
-    vit: str = ""  # timm / Google ViT-B/16 ImageNet weights for the video tower (.pth, .npz, .safetensors)
-    roberta: str = ""  # HuggingFace roberta-base directory or weight file for the text tower
 
 
 @dataclass(frozen=True)
@@ -52,30 +48,33 @@ class PretrainDataConfig:
     video_root: str = ""  # <root>/<video_uid>/<k>.mp4
     metadata: str = ""  # egoclip.csv
     tokenizer: str = ""  # directory with tokenizer.json or vocab.json + merges.txt
-    chunk_seconds: float = 600.0
-    num_frames: int = 4
-    text_max_length: int = 15
+    chunk_seconds: float = 600.0  # chunk length of the video layout (<= 0: read from <video_root>/chunks.json)
+    num_frames: int = at_least(1, 4)  # THE frame count of the run: the model's temporal embedding follows it
+    text_max_length: int = at_least(2, 15)
     scene_negatives: bool = True  # one more clip from the same video and 60 s bucket per sample (batch x2)
     hflip: bool = True
     crop_scale: tuple[float, float] = (0.5, 1.0)
-    batch_size: int = 32  # clips per rank per micro-batch, before scene negatives
-    num_workers: int = 4
-    bad_input: str = "skip"  # "skip" (replace, count and log) or "raise"
-    num_verbs: int = 118
-    num_nouns: int = 582
-    max_rows: int = 0  # read only the first N rows of the metadata (0 = all)
+    batch_size: int = at_least(1, 32)  # clips per rank per micro-batch, before scene negatives
+    num_workers: int = at_least(0, 4)
+    bad_input: str = one_of(("raise", "skip"), "skip")  # "skip": replace, count and log
+    num_verbs: int = at_least(1, 118)
+    num_nouns: int = at_least(1, 582)
+    max_rows: int = at_least(0, 0)  # read only the first N rows of the metadata (0 = all)
+
+    def check_config(self):
+        yield from check_crop_scale(self.crop_scale)
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    temperature: float = 0.05
-    positives: str = "verb_and_noun"  # EgoNCE positives: verb_and_noun | verb | noun | none (InfoNCE)
-    egonce_weight: float = 1.0
-    mlm_weight: float = 1.0
-    vtm_weight: float = 2.0
-    mlm_probability: float = 0.15
-    vtm_row_convention: str = "albef"  # albef | release (see egovlp.losses.vtm)
-    gather_grad: str = "full"  # full: exact full-batch gradient | local: the release's (every term / world size)
+    temperature: float = greater_than(0, 0.05)
+    positives: str = one_of(POSITIVE_MODES, "verb_and_noun")  # EgoNCE positives (none = InfoNCE)
+    egonce_weight: float = at_least(0, 1.0)
+    mlm_weight: float = at_least(0, 1.0)
+    vtm_weight: float = at_least(0, 2.0)
+    mlm_probability: float = rule(0.15, "must be in (0, 1)", lambda p: 0 < p < 1)
+    vtm_row_convention: str = one_of(("albef", "release"), "albef")  # see egovlp.losses.vtm
+    gather_grad: str = one_of(("full", "local"), "full")  # full: exact full-batch gradient | local: the release's
     share_lower_layers: bool = True  # compute identical lower-layer work once (False: three full passes)
 
 
@@ -91,11 +90,19 @@ class PretrainConfig:
 
 
 class PretrainModule(TaskModule):
-    """``forward(batch)`` -> ``{"loss", "egonce", "mlm", "vtm"}`` for one (local) batch."""
+    """``forward(batch)`` -> ``{"loss", "egonce", "mlm", "vtm"}`` for one (local) batch.
 
-    def __init__(self, model: EgoVLPv2, cfg: LossConfig, tokenizer: Tokenizer, seed: int = 0) -> None:
+    The batch holds ``video (B, F, 3, H, W)``, ``input_ids`` / ``attention_mask`` ``(B, L)``, ``verb`` / ``noun``
+    multi-hots and, for MLM, the masked ``mlm_input_ids`` / ``mlm_labels`` ``(B, L)`` (masked per item by the data
+    pipeline, :func:`egovlp.data.collate.mask_rows`). ``dist`` gives this process's rank and the world size.
+    """
+
+    def __init__(
+        self, model: EgoVLPv2, cfg: LossConfig, tokenizer: Tokenizer, seed: int = 0, dist: DistInfo | None = None
+    ) -> None:
         super().__init__(model)
         self.cfg, self.tokenizer = cfg, tokenizer
+        self.rank, self.world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
         self.gather_grad = GatherGrad(cfg.gather_grad)
         self.egonce = EgoNCELoss(cfg.temperature, cfg.positives, self.gather_grad)
         self.do_mlm = model.cfg.has_fusion and cfg.mlm_weight > 0
@@ -104,7 +111,7 @@ class PretrainModule(TaskModule):
             raise ConfigError("loss.mlm_weight / loss.vtm_weight > 0 need the model's MLM / VTM heads")
         # parameters that get no gradient in an ablation (e.g. the MLM head with mlm_weight=0): DDP must know
         self.has_unused_parameters = model.cfg.has_fusion and not (self.do_mlm and self.do_vtm)
-        self.generator = torch.Generator().manual_seed(seed)  # MLM masking and VTM negatives (saved in checkpoints)
+        self.generator = torch.Generator().manual_seed(seed)  # VTM negatives (saved in checkpoints)
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         model, cfg = self.model, self.cfg
@@ -118,20 +125,22 @@ class PretrainModule(TaskModule):
         nce = self.egonce(t, v, batch.get("verb"), batch.get("noun"))
         out = {"egonce": nce.loss}
         if self.do_mlm or self.do_vtm:
-            out.update(self._fused_losses(video, ids, mask, nce))
+            out.update(self._fused_losses(batch, nce))
         total = cfg.egonce_weight * out["egonce"]
         total = total + cfg.mlm_weight * out.get("mlm", 0.0) + cfg.vtm_weight * out.get("vtm", 0.0)
         return {"loss": total, **out}
 
-    def _fused_losses(self, video: Tensor, ids: Tensor, mask: Tensor, nce) -> dict[str, Tensor]:
+    def _fused_losses(self, batch: dict, nce) -> dict[str, Tensor]:
+        video, ids, mask = batch["video"], batch["input_ids"], batch["attention_mask"]
         model, cfg, share = self.model, self.cfg, self.cfg.share_lower_layers
-        rank, world = world_info()
+        rank, world = self.rank, self.world
         frames = video.shape[1]
         lower = model.video_lower(video) if share else None  # (B, N, D): shared by the MLM and VTM passes
         out = {}
         if self.do_mlm:
-            cpu_ids, labels = mask_tokens(ids.cpu(), mask.cpu(), self.tokenizer, cfg.mlm_probability, self.generator)
-            mlm_ids, labels = cpu_ids.to(ids.device), labels.to(ids.device)
+            if "mlm_input_ids" not in batch:
+                raise ValueError("MLM needs batch['mlm_input_ids'] / ['mlm_labels'] (EgoClipCollate(mlm_probability))")
+            mlm_ids, labels = batch["mlm_input_ids"], batch["mlm_labels"]
             if share:  # the last video block is skipped: no text state reads its output
                 fused = model.fuse_upper(lower, model.text_lower(mlm_ids, mask), mask, frames, video_out="none")
             else:
@@ -155,14 +164,13 @@ class PretrainModule(TaskModule):
             out = {k: v / world for k, v in out.items()}
         return out
 
-    @staticmethod
-    def _pick_videos(local: Tensor, video: Tensor, index: Tensor, encode=None) -> Tensor:
+    def _pick_videos(self, local: Tensor, video: Tensor, index: Tensor, encode=None) -> Tensor:
         """Rows ``index`` (global) of the gathered batch, from ``local`` (this rank's rows, e.g. lower-layer states).
 
         Rows owned by other ranks are rebuilt from their raw frames (gathered without gradient, as the release
         gathers videos) and passed through ``encode`` (e.g. ``video_lower``); local rows keep their graph.
         """
-        rank, world = world_info()
+        rank, world = self.rank, self.world
         b = video.shape[0]
         pos = index - rank * b
         is_local = (pos >= 0) & (pos < b)
@@ -180,16 +188,12 @@ class PretrainTask(Task):
 
     name = "pretrain"
 
-    def __init__(self, cfg: PretrainConfig, tokenizer: Tokenizer, seed: int = 0) -> None:
-        self.cfg, self.tokenizer, self.seed = cfg, tokenizer, seed
+    def __init__(self, cfg: PretrainConfig, tokenizer: Tokenizer, dist: DistInfo) -> None:
+        self.cfg, self.tokenizer, self.dist, self.seed = cfg, tokenizer, dist, cfg.train.seed
         self.batch_size, self.num_workers = cfg.data.batch_size, cfg.data.num_workers
-        if tokenizer.vocab_size > cfg.model.text.vocab_size:
-            raise ConfigError(
-                f"the tokenizer has {tokenizer.vocab_size} tokens but model.text.vocab_size is "
-                f"{cfg.model.text.vocab_size}"
-            )
+        check_vocab(tokenizer, cfg.model)
         self.module: PretrainModule | None = None
-        self._mcq_loader = None
+        self._evaluator: EgoMCQEvaluator | None = None
 
     def train_dataset(self) -> TrainingDataset:
         d = self.cfg.data
@@ -209,22 +213,23 @@ class PretrainTask(Task):
         return TrainingDataset(dataset, self.seed)
 
     def collate_fn(self):
-        return CountingCollate(EgoClipCollate(self.tokenizer, self.cfg.data.text_max_length, "max_length", None))
+        loss, fused = self.cfg.loss, self.cfg.model.has_fusion
+        mlm = loss.mlm_probability if fused and loss.mlm_weight > 0 else None  # masked per item (mlm_seed)
+        return CountingCollate(EgoClipCollate(self.tokenizer, self.cfg.data.text_max_length, "max_length", mlm))
 
     def build_module(self, model: EgoVLPv2) -> PretrainModule:
-        rank, _ = world_info()
-        self.module = PretrainModule(model, self.cfg.loss, self.tokenizer, self.seed * 1000 + rank)
+        seed = self.seed * 1000 + self.dist.rank
+        self.module = PretrainModule(model, self.cfg.loss, self.tokenizer, seed, self.dist)
         return self.module
 
     def evaluate(self, model: EgoVLPv2, dist: DistInfo) -> dict[str, float]:
         mcq = self.cfg.egomcq
         if not mcq.metadata:
             return {}
-        if self._mcq_loader is None:
-            self._mcq_loader = egomcq_loader(mcq, self.tokenizer, model.cfg.video.img_size, dist)
-        with frames_for_eval(model, mcq.num_frames):
-            metrics, _ = evaluate_egomcq(model, self._mcq_loader, dist)
-        return {f"egomcq/{k}": v for k, v in metrics.items()}
+        if self._evaluator is None:
+            progress = self.cfg.train.progress
+            self._evaluator = EgoMCQEvaluator(mcq, self.tokenizer, model.cfg.video.img_size, dist, progress)
+        return {f"egomcq/{k}": v for k, v in self._evaluator(model).items()}
 
     def state_dict(self) -> dict:
         return {"generator": self.module.generator.get_state()} if self.module is not None else {}

@@ -23,21 +23,22 @@ from safetensors.torch import save_file
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from egovlp.config import at_least, rule
 from egovlp.data.egoclip_table import load_egoclip
 from egovlp.data.text import clean_narration
 from egovlp.data.tokenizer import Tokenizer, mask_tokens
 from egovlp.errors import ConfigError, DataError
-from egovlp.losses import world_info
 from egovlp.losses.mlm import global_label_count, mlm_loss
 from egovlp.models.config import ModelConfig
+from egovlp.models.factory import InitConfig
 from egovlp.models.model import EgoVLPv2, FusedOutput
 from egovlp.models.registry import get_model_config
-from egovlp.tasks.base import Task, TaskModule
-from egovlp.tasks.pretrain import InitConfig
+from egovlp.tasks.shared import check_vocab
 from egovlp.train.datasets import CountingCollate, TrainingDataset
 from egovlp.train.distributed import DistInfo
 from egovlp.train.loop import TrainConfig
 from egovlp.train.optim import OptimConfig
+from egovlp.train.task import Task, TaskModule
 from egovlp.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,13 @@ _HEAD_PREFIXES = ("cross_modal_text_transform.", "mlm_score.")
 class TextCorpusConfig:
     corpus: str = ""  # egoclip.csv (its clip_text column, cleaned) or a text file with one narration per line
     tokenizer: str = ""  # directory with tokenizer.json or vocab.json + merges.txt
-    text_max_length: int = 15
-    batch_size: int = 64
-    num_workers: int = 0
-    mlm_probability: float = 0.15
-    max_rows: int = 0  # use only the first N texts (0 = all)
-    eval_every_nth: int = 20  # every n-th text is held out for the evaluation (0 = no evaluation)
-    max_eval_texts: int = 2000
+    text_max_length: int = at_least(2, 15)
+    batch_size: int = at_least(1, 64)
+    num_workers: int = at_least(0, 0)
+    mlm_probability: float = rule(0.15, "must be in (0, 1)", lambda p: 0 < p < 1)
+    max_rows: int = at_least(0, 0)  # use only the first N texts (0 = all)
+    eval_every_nth: int = at_least(0, 20)  # every n-th text is held out for the evaluation (0 = no evaluation)
+    max_eval_texts: int = at_least(0, 2000)
 
 
 @dataclass(frozen=True)
@@ -126,12 +127,12 @@ def trains_in_text_mlm(name: str) -> bool:
     return name.startswith(_HEAD_PREFIXES)
 
 
-def text_mlm_losses(model: EgoVLPv2, batch: dict) -> dict[str, Tensor]:
-    """``{"loss", "accuracy"}`` of MLM on the text tower's own (unfused) token states for a batch of masked texts."""
+def text_mlm_losses(model: EgoVLPv2, batch: dict, world: int = 1) -> dict[str, Tensor]:
+    """``{"loss", "accuracy"}`` of MLM on the text tower's own (unfused) token states for a batch of masked texts;
+    ``world`` ranks share the loss normalisation (the number of labels over all ranks)."""
     states = model.text_model(batch["input_ids"], batch["attention_mask"])  # (B, L, D), fusion not executed
     logits = model.mlm_logits(FusedOutput(None, states))  # (B, L, V)
     labels = batch["labels"]
-    _, world = world_info()
     loss = mlm_loss(logits, labels, world, global_label_count(labels) if world > 1 else None)
     labelled = labels != -100
     correct = (logits.detach().argmax(-1) == labels) & labelled
@@ -141,15 +142,16 @@ def text_mlm_losses(model: EgoVLPv2, batch: dict) -> dict[str, Tensor]:
 class TextMLMModule(TaskModule):
     """The model with only the text tower and the MLM head trainable; ``forward`` = :func:`text_mlm_losses`."""
 
-    def __init__(self, model: EgoVLPv2) -> None:
+    def __init__(self, model: EgoVLPv2, dist: DistInfo | None = None) -> None:
         super().__init__(model)
+        self.world = dist.world_size if dist is not None else 1
         if not (model.cfg.has_fusion and model.cfg.mlm_head):
             raise ConfigError("pretrain-text needs a model with an MLM head (num_fusion_layers > 0, mlm_head=true)")
         for name, p in model.named_parameters():
             p.requires_grad_(trains_in_text_mlm(name))
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
-        return text_mlm_losses(self.model, batch)
+        return text_mlm_losses(self.model, batch, self.world)
 
 
 class TextMLMTask(Task):
@@ -157,14 +159,10 @@ class TextMLMTask(Task):
 
     name = "pretrain-text"
 
-    def __init__(self, cfg: TextMLMConfig, tokenizer: Tokenizer, seed: int = 0) -> None:
+    def __init__(self, cfg: TextMLMConfig, tokenizer: Tokenizer, dist: DistInfo) -> None:
         d = cfg.data
-        if tokenizer.vocab_size > cfg.model.text.vocab_size:
-            raise ConfigError(
-                f"the tokenizer has {tokenizer.vocab_size} tokens but model.text.vocab_size is "
-                f"{cfg.model.text.vocab_size}"
-            )
-        self.cfg, self.tokenizer, self.seed = cfg, tokenizer, seed
+        check_vocab(tokenizer, cfg.model)
+        self.cfg, self.tokenizer, self.dist, self.seed = cfg, tokenizer, dist, cfg.train.seed
         self.batch_size, self.num_workers = d.batch_size, d.num_workers
         texts = read_corpus(d.corpus, d.max_rows)
         n = d.eval_every_nth
@@ -183,7 +181,7 @@ class TextMLMTask(Task):
         return CountingCollate(stack_items)
 
     def build_module(self, model: EgoVLPv2) -> TextMLMModule:
-        return TextMLMModule(model)
+        return TextMLMModule(model, self.dist)
 
     def batch_items(self, batch: dict) -> int:
         return int(batch["input_ids"].shape[0])
@@ -200,7 +198,7 @@ class TextMLMTask(Task):
             batch = stack_items([data[i] for i in range(start, min(start + d.batch_size, len(data)))])
             batch = self.to_device(batch, dist.device)
             n = float((batch["labels"] != -100).sum())
-            out = text_mlm_losses(model, batch)
+            out = text_mlm_losses(model, batch)  # every rank evaluates the same texts: no reduction
             loss_sum, correct, count = (
                 loss_sum + float(out["loss"]) * n,
                 correct + float(out["accuracy"]) * n,

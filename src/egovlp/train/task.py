@@ -1,4 +1,10 @@
-"""What a task gives the training loop: data, a module that turns a batch into losses, and an evaluation."""
+"""The training contract: what a task gives the one training loop (:mod:`egovlp.train.loop`).
+
+A :class:`Task` builds the training data (a :class:`~egovlp.train.datasets.TrainingDataset`), its collate function
+and a :class:`TaskModule` (the model plus any task heads) whose ``forward(batch)`` returns named 0-d losses, and it
+evaluates. Every hook the loop calls is declared here with its default, so the loop never probes with ``getattr``.
+Downstream tasks register themselves in :mod:`egovlp.tasks.registry`; this module knows nothing of them.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
+from egovlp.train.datasets import TrainingDataset
 from egovlp.train.distributed import DistInfo
 
 
@@ -18,6 +24,9 @@ class TaskModule(nn.Module):
     ``forward(batch)`` returns a dict of 0-d losses; ``"loss"`` is the one optimised, the others are logged.
     Parameters of task heads (outside ``model``) count as new parameters (larger learning rate).
     """
+
+    #: Parameters that get no gradient in some steps (e.g. fusion layers in a dual-only loss): DDP must know.
+    has_unused_parameters: bool = False
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -33,8 +42,9 @@ class TaskModule(nn.Module):
         return True
 
     def no_weight_decay(self, name: str, param: torch.Tensor) -> bool:
-        if name.startswith("model.") and hasattr(self.model, "no_weight_decay"):
-            return bool(self.model.no_weight_decay(name[len("model.") :], param))
+        inner = getattr(self.model, "no_weight_decay", None)
+        if name.startswith("model.") and callable(inner):
+            return bool(inner(name[len("model.") :], param))
         return param.ndim <= 1
 
     def extra_state_dict(self) -> dict[str, torch.Tensor]:
@@ -55,7 +65,7 @@ class Task:
     batch_size: int = 1
     num_workers: int = 0
 
-    def train_dataset(self) -> Dataset:  # pragma: no cover - abstract
+    def train_dataset(self) -> TrainingDataset:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def collate_fn(self) -> Callable | None:
