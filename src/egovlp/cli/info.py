@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="parameter and compute table of a model", description=__doc__)
@@ -20,28 +18,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from egovlp.cli.common import resolve_model_config
-    from egovlp.models.model import EgoVLPv2
-    from egovlp.models.profile import count_macs, count_parameters
-    from egovlp.models.registry import list_models
+    from egovlp.models.registry import get_family, list_families, list_models
 
     if args.list or not args.model:
+        for name, family in list_families().items():
+            print(f"family {name}: {family.description}")
         for name, desc in list_models().items():
-            print(f"{name:28s} {desc}")
+            print(f"  {name:28s} {desc}")
         return 0
     cfg = resolve_model_config(args.model)
-    with torch.device("meta"):
-        params = count_parameters(EgoVLPv2(cfg))
-    macs = count_macs(cfg, args.frames, args.text_tokens)
+    family = get_family(cfg.family)
+    params = family.parameter_table(cfg)
+    macs = family.mac_table(cfg, args.frames, args.text_tokens)
+    frames = args.frames or getattr(getattr(cfg, "video", None), "num_frames", None)
     if args.json:
-        print(json.dumps({"arch": cfg.arch, "parameters": params, "gmacs": macs.__dict__}, indent=2))
+        payload = {"arch": cfg.arch, "family": cfg.family, "num_frames": frames, "text_tokens": args.text_tokens}
+        print(json.dumps({**payload, "parameters": params, "gmacs": macs}, indent=2))
         return 0
-    print(f"{cfg.arch}: {cfg.video.img_size}px, {macs.num_frames} frames, {macs.text_tokens} text tokens, batch 1")
+    size = getattr(getattr(cfg, "video", None), "img_size", "?")
+    print(f"{cfg.arch} ({cfg.family}): {size}px, {frames} frames, {args.text_tokens} text tokens, batch 1")
     print(f"{'part':<14}{'parameters (M)':>16}")
     for part, n in params.items():
         print(f"{part:<14}{n / 1e6:>16.2f}")
     print(f"\n{'path':<14}{'GMACs':>16}")
-    rows = (("dual video", macs.dual_video), ("dual text", macs.dual_text), ("fused", macs.fused))
-    for name, value in rows:
+    for name, value in macs.items():
         print(f"{name:<14}{value:>16.2f}")
-    print(f"(encode_video runs {macs.dual_video_executed:.2f} GMACs: its last block computes the CLS state only)")
     return 0

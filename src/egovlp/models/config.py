@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from egovlp.errors import ConfigError
 
 PROJECTORS = ("mlp", "small", "none")
+TEXT_TOWERS = ("roberta",)  # text tower implementations (egovlp.models.text.TEXT_TOWERS)
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,10 @@ class VideoConfig:
 
 @dataclass(frozen=True)
 class TextConfig:
-    """RoBERTa text tower (HuggingFace parameter names)."""
+    """The text tower: RoBERTa (HuggingFace parameter names) by default (``kind``: see :data:`TEXT_TOWERS`)."""
 
+    kind: str = "roberta"  # which implementation (egovlp.models.text.build_text_tower)
+    tokenizer: str = "bpe"  # the tokenizer kind its vocabulary comes from (bpe: RoBERTa byte-level BPE | wordpiece)
     vocab_size: int = 50265
     width: int = 768
     depth: int = 12
@@ -54,6 +57,7 @@ class ModelConfig:
     ``num_fusion_layers = 0`` gives a pure dual encoder (EgoVLP-style); the VTM/MLM heads are then dropped.
     """
 
+    family: str = "egovlpv2"  # model family (egovlp.models.registry): which class builds this config
     arch: str = "egovlpv2-base"  # registry name this config was derived from (informational)
     video: VideoConfig = field(default_factory=VideoConfig)
     text: TextConfig = field(default_factory=TextConfig)
@@ -68,6 +72,10 @@ class ModelConfig:
     init_std: float = 0.02  # std of random initial weights (BERT/ViT 0.02 at width 768; ~1/sqrt(width) if narrow)
 
     def __post_init__(self) -> None:
+        if self.family != "egovlpv2":
+            raise ConfigError(f"model.family={self.family!r} is not EgoVLPv2's config (family 'egovlpv2')")
+        if self.text.kind not in TEXT_TOWERS:
+            raise ConfigError(f"model.text.kind must be one of {TEXT_TOWERS}, got {self.text.kind!r}")
         if self.projector not in PROJECTORS:
             raise ConfigError(f"model.projector must be one of {PROJECTORS}, got {self.projector!r}")
         if not 0 <= self.num_fusion_layers <= min(self.video.depth, self.text.depth):

@@ -83,6 +83,54 @@ def convert_official_state_dict(state: dict[str, torch.Tensor], num_frames: int 
     return out
 
 
+def describe(obj: object) -> str:
+    """A short description of an unpickled object, for errors about unknown formats."""
+    if isinstance(obj, dict):
+        keys = list(obj)[:8]
+        return f"a {type(obj).__name__} with keys {keys}{' ...' if len(obj) > 8 else ''}"
+    return f"a {type(obj).__name__}"
+
+
+def official_state_dict(obj: object, source: str) -> tuple[str, dict[str, torch.Tensor]]:
+    """``(format, state dict)`` of a loaded checkpoint object; CheckpointError naming what was found otherwise.
+
+    Formats: ``"lightning"`` (a PyTorch-Lightning ``.ckpt``: ``state_dict`` + ``pytorch-lightning_version``),
+    ``"trainer"`` (the release trainers' ``{'arch', 'epoch', 'state_dict', ...}``), ``"state_dict"`` (a bare dict of
+    tensors) and ``"model"`` (``{'model': state dict}``).
+    """
+    if isinstance(obj, dict):
+        for key, kind in (("state_dict", "trainer"), ("model", "model")):
+            if isinstance(obj.get(key), dict):
+                fmt = "lightning" if "pytorch-lightning_version" in obj else kind
+                state = obj[key]
+                break
+        else:
+            fmt, state = "state_dict", obj
+        if state and all(isinstance(v, torch.Tensor) for v in state.values()):
+            return fmt, state
+        if state:
+            odd = next(k for k, v in state.items() if not isinstance(v, torch.Tensor))
+            raise CheckpointError(f"{source}: its state dict holds a non-tensor under {odd!r} ({describe(obj)})")
+    raise CheckpointError(f"{source}: not a known checkpoint format (found {describe(obj)}); expected a state dict")
+
+
+def detect_family(state: dict[str, torch.Tensor], source: str):
+    """The :class:`~egovlp.models.registry.ModelFamily` whose official keys ``state`` has (prefix stripped)."""
+    from egovlp.models.registry import list_families
+
+    families = list_families()
+    matches = [f for f in families.values() if f.recognises is not None and f.recognises(state)]
+    if len(matches) == 1:
+        return matches[0]
+    sample = ", ".join(sorted(state)[:6])
+    if not matches:
+        raise CheckpointError(
+            f"{source}: its keys ({sample}, ... {len(state)} in all) match no model family "
+            f"(known: {', '.join(families)})"
+        )
+    raise CheckpointError(f"{source}: its keys match several families ({', '.join(f.name for f in matches)})")
+
+
 def read_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The ``state_dict`` of an official checkpoint file, read without executing its pickle code."""
     from egovlp.utils.safe_pickle import load_torch_checkpoint
@@ -90,33 +138,38 @@ def read_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        raise CheckpointError(f"{path} is a safetensors file (already egovlp weights?); convert reads release .pth")
     obj = load_torch_checkpoint(path, allow_opaque_calls=True)  # foreign classes become inert records
-    if isinstance(obj, dict) and "state_dict" in obj:
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} holds no state dict of tensors (found {type(obj).__name__})")
-    return obj
+    fmt, state = official_state_dict(obj, str(path))
+    log.info("%s: %s checkpoint with %d tensors", path, fmt, len(state))
+    return state
 
 
 def convert_official_checkpoint(
     path: str | Path, out: str | Path, num_frames: int | None = None, arch: str | None = None
 ) -> Path:
-    """Read an official checkpoint, map it onto :class:`EgoVLPv2`, load strictly and write our safetensors file.
+    """Read an official checkpoint, detect its family, map it onto our model, load strictly, write safetensors.
 
     ``arch`` (a registry name) checks the file against that architecture instead of inferring it from the keys.
+    ``num_frames`` resizes the temporal embedding (default: keep the checkpoint's frame count).
     """
-    from egovlp.models.model import EgoVLPv2
+    from egovlp.models.registry import create_model
     from egovlp.models.weights import check_state_dict, save_weights
 
     raw = strip_prefix(read_official_checkpoint(path))
-    cfg = get_model_config(arch) if arch else infer_official_config(raw)
-    if "video_model.temporal_embed" not in raw:
-        raise CheckpointError(f"{path}: key 'video_model.temporal_embed' is missing; not an EgoVLPv2 checkpoint")
-    frames = num_frames or raw["video_model.temporal_embed"].shape[1]  # default: keep the checkpoint's frame count
-    cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, num_frames=frames))
-    state = convert_official_state_dict(raw, cfg.video.num_frames)
+    family = detect_family(raw, str(path))
+    assert family.official_config is not None and family.convert_state is not None
+    cfg = get_model_config(arch) if arch else family.official_config(raw)
+    if cfg.family != family.name:
+        raise CheckpointError(f"{path}: --arch {arch} is a {cfg.family} model but the file holds a {family.name} one")
+    video = getattr(cfg, "video", None)
+    if video is not None:
+        frames = num_frames or raw.get("video_model.temporal_embed", torch.zeros(1, video.num_frames)).shape[1]
+        cfg = dataclasses.replace(cfg, video=dataclasses.replace(video, num_frames=frames))
+    state = family.convert_state(raw, cfg)
     with torch.device("meta"):
-        model = EgoVLPv2(cfg)
+        model = create_model(cfg)
     check_state_dict(model, state, str(path))
     model.load_state_dict(state, strict=True, assign=True)  # the meta model takes the checkpoint's tensors
     return save_weights(model, out, extra_metadata={"egovlp.converted_from": Path(path).name})

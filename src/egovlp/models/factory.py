@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-from egovlp.models.config import ModelConfig
-from egovlp.models.model import EgoVLPv2
+from torch import nn
+
+from egovlp.models.registry import create_model
 from egovlp.models.video import resize_temporal_embed
 from egovlp.models.weights import load_state_dict_strict, load_weights
 
@@ -22,10 +24,11 @@ class InitConfig:
     roberta: str = ""  # HuggingFace roberta-base directory or weight file for the text tower
 
 
-def build_model(cfg: ModelConfig, checkpoint: str = "", vit: str = "", roberta: str = "") -> EgoVLPv2:
-    """``EgoVLPv2(cfg)``, then weights: ``checkpoint`` (an egovlp ``.safetensors``, loaded strictly; its temporal
-    embedding is resized to ``cfg.video.num_frames``), or else ImageNet ``vit`` and ``roberta-base`` backbones."""
-    model = EgoVLPv2(cfg)
+def build_model(cfg: Any, checkpoint: str = "", vit: str = "", roberta: str = "") -> nn.Module:
+    """The model of ``cfg`` (any family), then weights: ``checkpoint`` (an egovlp ``.safetensors``, loaded strictly;
+    its temporal embedding is resized to ``cfg.video.num_frames``), or else ImageNet ``vit`` and ``roberta-base``
+    backbones (EgoVLPv2 family)."""
+    model = create_model(cfg)
     if checkpoint:
         state = load_weights(checkpoint)
         key = "video_model.temporal_embed"

@@ -29,7 +29,7 @@ from egovlp.models.config import ModelConfig
 from egovlp.models.fusion import FusedSpaceAttention
 from egovlp.models.heads import MLMHead, Pooler, VTMHead, build_projector
 from egovlp.models.layers import additive_mask, init_linear_, set_attention_impl
-from egovlp.models.text import RobertaModel
+from egovlp.models.text import build_text_tower
 from egovlp.models.video import SpaceTimeTransformer, resize_temporal_embed
 
 # Parameters that are new relative to the ImageNet ViT / roberta-base initialisation: heads, projectors and fusion.
@@ -65,7 +65,7 @@ class EgoVLPv2(nn.Module):
             for i in range(self.first_fused_video, v.depth)
         }
         self.video_model = SpaceTimeTransformer(v, fused_attn)
-        self.text_model = RobertaModel(t, nf, v.width)
+        self.text_model = build_text_tower(t, nf, v.width)
         self.txt_proj = build_projector(cfg.projector, t.width, cfg.embed_dim, "text")
         self.vid_proj = build_projector(cfg.projector, v.width, cfg.embed_dim, "video")
         if cfg.has_fusion:

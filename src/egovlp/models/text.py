@@ -12,6 +12,8 @@ when video states are passed::
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -159,3 +161,34 @@ class RobertaModel(nn.Module):
         for i in range(len(self.encoder.layer)):
             h = self.run_layer(i, h, mask)
         return h
+
+
+class TextTower(Protocol):
+    """What the fusion model needs of a text tower (every implementation in :data:`TEXT_TOWERS` provides it).
+
+    ``forward(input_ids (B, L), attention_mask (B, L)) -> (B, L, D)`` runs every layer without cross-attention;
+    ``embeddings(input_ids) -> (B, L, D)`` and ``run_layer(i, h, additive_mask, video=None)`` let the fusion model
+    run the layers one by one and pass video states to the fused ones (the top ``num_fusion_layers``).
+    """
+
+    cfg: TextConfig
+    grad_checkpointing: bool
+
+    def embeddings(self, input_ids: torch.Tensor) -> torch.Tensor: ...
+
+    def run_layer(
+        self, i: int, h: torch.Tensor, mask: torch.Tensor | None, video: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
+
+    def reset_parameters(self, std: float = 0.02) -> None: ...
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+#: text tower implementations by ``TextConfig.kind``: ``(cfg, num_fusion_layers, video_dim) -> module``
+TEXT_TOWERS: dict[str, Callable[[TextConfig, int, int], nn.Module]] = {"roberta": RobertaModel}
+
+
+def build_text_tower(cfg: TextConfig, num_fusion_layers: int, video_dim: int) -> nn.Module:
+    """The text tower ``cfg.kind`` with gated cross-attention to ``video_dim``-wide states in its top layers."""
+    return TEXT_TOWERS[cfg.kind](cfg, num_fusion_layers, video_dim)
