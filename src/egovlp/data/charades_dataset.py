@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from egovlp.data.bad_input import BadInputPolicy
 from egovlp.data.charades import CharadesEgoAnnotations
-from egovlp.data.epic_mir_dataset import BAD_INPUT_MODES, load_or_skip
 from egovlp.data.sampling import worker_rng
 from egovlp.data.video_io import probe, read_video_clip
 from egovlp.errors import VideoReadError
@@ -40,8 +40,7 @@ class _CharadesBase(Dataset):
         transform: Transform | None = None,
         bad_input: str = "raise",
     ) -> None:
-        if bad_input not in BAD_INPUT_MODES:
-            raise ValueError(f"bad_input must be one of {BAD_INPUT_MODES}, got {bad_input!r}")
+        self.policy = BadInputPolicy(bad_input)
         self.annotations, self.video_root, self.num_frames = annotations, str(video_root), int(num_frames)
         self.transform, self.bad_input = transform, bad_input
 
@@ -75,7 +74,7 @@ class CharadesVideoDataset(_CharadesBase):
         return {"video": self._read(i, 0.0, duration, "uniform", None, None), "label": self.labels[i], "index": i}
 
     def __getitem__(self, i: int) -> dict[str, Any] | None:
-        return load_or_skip(lambda: self._load(i), self.bad_input, f"Charades-Ego video {i}")
+        return self.policy.load(lambda: self._load(i), f"Charades-Ego video {i}")
 
 
 class CharadesActionDataset(_CharadesBase):
@@ -100,4 +99,4 @@ class CharadesActionDataset(_CharadesBase):
         return {"video": clip, "text": name, "target": action.class_index, "index": i}
 
     def __getitem__(self, i: int) -> dict[str, Any] | None:
-        return load_or_skip(lambda: self._load(i), self.bad_input, f"Charades-Ego action segment {i}")
+        return self.policy.load(lambda: self._load(i), f"Charades-Ego action segment {i}")

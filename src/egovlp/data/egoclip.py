@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from egovlp.data.bad_input import BadInputPolicy
 from egovlp.data.egoclip_table import EgoClipTable, load_egoclip
 from egovlp.data.sampling import worker_rng
 from egovlp.data.tags import multi_hot
@@ -132,15 +133,13 @@ class EgoClipDataset(Dataset):
         max_rows: int | None = None,
         table: EgoClipTable | None = None,
     ) -> None:
-        if bad_input not in ("raise", "skip"):
-            raise ValueError(f"bad_input must be 'raise' or 'skip', got {bad_input!r}")
+        self.policy = BadInputPolicy(bad_input)
         self.table = table if table is not None else load_egoclip(metadata_csv, bad_rows=bad_rows, max_rows=max_rows)
         self.table.check_tag_range(num_verbs, num_nouns)
         self.video_root, self.num_frames, self.transform = str(video_root), int(num_frames), transform
         self.chunk_seconds, self.sample = float(chunk_seconds), sample
         self.scene_negatives, self.bad_input = bool(scene_negatives), bad_input
         self.num_verbs, self.num_nouns, self.text_cleaner = int(num_verbs), int(num_nouns), text_cleaner
-        self.num_skipped = 0
         self.groups: SceneGroups | None = None
         if self.scene_negatives:
             bucket = np.floor(self.table.narration_time / negative_bucket_seconds).astype(np.int64)
@@ -172,17 +171,19 @@ class EgoClipDataset(Dataset):
             "video_uid": video_uid,
         }
 
+    @property
+    def num_skipped(self) -> int:
+        """Samples skipped as unreadable in this process (``bad_input="skip"``)."""
+        return self.policy.num_skipped
+
     def __getitem__(self, i: int) -> dict[str, Any] | tuple[dict[str, Any], dict[str, Any]] | None:
         rng = worker_rng()
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        try:
+
+        def load() -> dict[str, Any] | tuple[dict[str, Any], dict[str, Any]]:
             sample = self.load(i, rng, generator)
             if self.groups is None:
                 return sample
             return sample, self.load(self.groups.negative(i, rng), rng, generator)
-        except VideoReadError as e:
-            if self.bad_input == "raise":
-                raise
-            self.num_skipped += 1
-            log.warning("skipping sample %d (%d skipped so far in this process): %s", i, self.num_skipped, e)
-            return None
+
+        return self.policy.load(load, f"EgoClip sample {i}")

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from egovlp.data.bad_input import BadInputPolicy
 from egovlp.data.epic_mir import POSITIVE_THRESHOLD, EpicMIRAnnotations, sample_positive_sentence
 from egovlp.data.sampling import worker_rng
 from egovlp.data.tokenizer import Tokenizer
@@ -34,21 +35,9 @@ from egovlp.errors import VideoReadError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BAD_INPUT_MODES", "ClipCollate", "EpicMIRDataset", "load_or_skip"]
+__all__ = ["ClipCollate", "EpicMIRDataset"]
 
-BAD_INPUT_MODES = ("raise", "skip")
 Transform = Callable[..., torch.Tensor]
-
-
-def load_or_skip(load: Callable[[], dict[str, Any]], bad_input: str, what: str) -> dict[str, Any] | None:
-    """``load()``, or None (logged) when it raises :class:`VideoReadError` and ``bad_input`` is ``"skip"``."""
-    try:
-        return load()
-    except VideoReadError as e:
-        if bad_input == "raise":
-            raise
-        log.warning("skipping %s: %s", what, e)
-        return None
 
 
 class EpicMIRDataset(Dataset):
@@ -77,8 +66,7 @@ class EpicMIRDataset(Dataset):
         bad_input: str = "raise",
         threshold: float = POSITIVE_THRESHOLD,
     ) -> None:
-        if bad_input not in BAD_INPUT_MODES:
-            raise ValueError(f"bad_input must be one of {BAD_INPUT_MODES}, got {bad_input!r}")
+        self.policy = BadInputPolicy(bad_input)
         self.annotations, self.video_root, self.num_frames = annotations, str(video_root), int(num_frames)
         self.transform, self.train, self.bad_input, self.threshold = transform, bool(train), bad_input, threshold
 
@@ -106,7 +94,7 @@ class EpicMIRDataset(Dataset):
         return {"video": video, "text": text, "relevancy": weight, "sentence_index": j, "clip_index": i}
 
     def __getitem__(self, i: int) -> dict[str, Any] | None:
-        return load_or_skip(lambda: self._load(i), self.bad_input, f"EK-100 clip {i}")
+        return self.policy.load(lambda: self._load(i), f"EK-100 clip {i}")
 
 
 class ClipCollate:
