@@ -12,7 +12,7 @@ from egovlp.features.windows import window_seconds
 
 from .helpers import make_config
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "extract"
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "egovlp" / "configs" / "extract"
 SMALL = ["window.num_frames=4", "window.size=8", "window.stride=8", "progress=false"]
 
 

@@ -12,13 +12,15 @@ from egovlp.features.config import (
     TextFeatureConfig,
     VideoFeatureConfig,
 )
-from egovlp.features.run import ExtractResult, extract_features, feature_settings
-from egovlp.features.sources import Item, Query, SourceConfig, VideoRef, collect_items
+from egovlp.features.ids import check_id
+from egovlp.features.run import ExtractResult, collect_run_inputs, extract_features, feature_settings
+from egovlp.features.sources import Collection, Item, Query, SourceConfig, VideoRef, collect_inputs, collect_items
 from egovlp.features.store import FeatureFile, read_features, read_manifest
 from egovlp.features.windows import WindowConfig, WindowPlan, count_windows, plan_windows, window_seconds
 
 __all__ = [
     "MODES",
+    "Collection",
     "ExtractConfig",
     "ExtractResult",
     "FeatureFile",
@@ -31,7 +33,10 @@ __all__ = [
     "VideoRef",
     "WindowConfig",
     "WindowPlan",
+    "check_id",
+    "collect_inputs",
     "collect_items",
+    "collect_run_inputs",
     "count_windows",
     "extract_features",
     "feature_settings",

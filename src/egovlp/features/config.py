@@ -1,4 +1,4 @@
-"""The typed configuration of ``egovlp extract`` (frozen dataclasses; YAML files in ``configs/extract/``)."""
+"""The typed configuration of ``egovlp extract`` (frozen dataclasses; presets in ``egovlp/configs/extract/``)."""
 
 from __future__ import annotations
 

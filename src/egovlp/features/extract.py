@@ -74,6 +74,8 @@ class WindowBatches(Dataset):
     def __getitem__(self, i: int) -> WindowBatch:
         j, k = self.index[i]
         job = self.jobs[j]
+        if job.plan is None or job.item.video is None:
+            raise ValueError(f"{job.item.id}: a text-only job has no windows to read")
         times = job.plan.times[k * self.batch_size : (k + 1) * self.batch_size]  # (b, F)
         try:
             frames = read_frames(job.item.video, times.reshape(-1))  # (b*F, H, W, 3)

@@ -16,18 +16,30 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from egovlp.data.video_io import chunk_path, probe, read_frames_at
+from egovlp.data.video_io import VideoInfo, chunk_path, probe, read_frames_at
 from egovlp.errors import ConfigError, DataError, VideoReadError
+from egovlp.features.ids import check_id
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Item", "Query", "SourceConfig", "VideoRef", "collect_items", "probe_video", "read_frames"]
+__all__ = [
+    "Collection",
+    "Item",
+    "Query",
+    "SourceConfig",
+    "VideoRef",
+    "collect_inputs",
+    "collect_items",
+    "probe_video",
+    "read_frames",
+]
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,10 @@ class VideoRef:
     uid: str = ""
     chunk_seconds: float = 600.0
 
+    def __post_init__(self) -> None:
+        if self.kind == "chunked":  # the uid names a folder under the root: it must stay inside it
+            check_id(self.uid, f"{self.path}: video uid {self.uid!r}")
+
     def describe(self) -> str:
         return self.path if self.kind == "file" else str(Path(self.path) / self.uid)
 
@@ -89,6 +105,40 @@ class Item:
     video: VideoRef | None = None
     span: tuple[float, float] | None = None
     queries: tuple[Query, ...] = field(default_factory=tuple)
+    queries_without_text: tuple[str, ...] = ()  # keys (``annotation_uid/query_index``) of queries left out
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What :func:`collect_inputs` found: the items to extract and the texts it had to leave out.
+
+    ``items_without_text`` are the items of modes ``text`` / ``fused`` none of whose queries has text (they are not
+    in ``items``); ``queries_without_text`` maps every item id (kept or not) to the keys of its queries without text.
+    In mode ``video`` queries do not matter and both are empty.
+    """
+
+    items: list[Item]
+    queries_without_text: dict[str, list[str]] = field(default_factory=dict)
+    items_without_text: list[str] = field(default_factory=list)
+
+    @property
+    def num_queries_without_text(self) -> int:
+        return sum(len(keys) for keys in self.queries_without_text.values())
+
+    def log_left_out(self, source: str) -> None:
+        """One warning per query without text (file, clip, annotation, query index) and per item left out."""
+        for item_id, keys in self.queries_without_text.items():
+            for key in keys:
+                annotation, _, index = key.rpartition("/")
+                log.warning(
+                    "%s: clip %s, annotation %s, query %s has no query text; left out",
+                    source,
+                    item_id,
+                    annotation,
+                    index,
+                )
+        for item_id in self.items_without_text:
+            log.warning("%s: clip %s has no query with text; left out (no feature file)", source, item_id)
 
 
 # ------------------------------------------------------------------------------------------------------ collection
@@ -100,9 +150,11 @@ def _video_files(folder: Path, extensions: Iterable[str]) -> list[Item]:
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.name.startswith(".") or path.suffix.lower().lstrip(".") not in exts:
             continue
-        item_id = path.relative_to(folder).with_suffix("").as_posix()
+        item_id = check_id(path.relative_to(folder).with_suffix("").as_posix(), f"{path}: output name")
         if item_id in items:
-            raise DataError(f"{folder}: {items[item_id].video.path} and {path} give the same output name {item_id!r}")
+            first = items[item_id].video
+            where = first.path if first is not None else "?"
+            raise DataError(f"{folder}: {where} and {path} give the same output name {item_id!r}")
         items[item_id] = Item(item_id, VideoRef("file", str(path)))
     if not items:
         raise DataError(f"{folder}: no video files with extensions {sorted(exts)}")
@@ -112,11 +164,16 @@ def _video_files(folder: Path, extensions: Iterable[str]) -> list[Item]:
 def _read_uids(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: no such video-uid list")
-    uids = [line.strip() for line in path.read_text().splitlines()]
-    uids = [u for u in uids if u and not u.startswith("#")]
-    if len(set(uids)) != len(uids):
-        raise DataError(f"{path}: a video uid is listed twice")
-    return uids
+    uids: dict[str, int] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        uid = line.strip()
+        if not uid or uid.startswith("#"):
+            continue
+        check_id(uid, f"{path}:{n}: video uid {uid!r}")
+        if uid in uids:
+            raise DataError(f"{path}:{n}: video uid {uid!r} is listed twice (first on line {uids[uid]})")
+        uids[uid] = n
+    return list(uids)
 
 
 def _chunked_videos(root: Path, uids_file: str, chunk_seconds: float) -> list[Item]:
@@ -124,10 +181,10 @@ def _chunked_videos(root: Path, uids_file: str, chunk_seconds: float) -> list[It
         raise DataError(f"{root}: no such chunked video folder")
     if uids_file:
         uids = _read_uids(Path(uids_file))
-    else:
-        uids = sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "0.mp4").is_file())
+    else:  # every video folder, also one lacking 0.mp4: reading it reports the missing chunk instead of a silent drop
+        uids = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not uids:
-        raise DataError(f"{root}: no <video_uid>/0.mp4 folders")
+        raise DataError(f"{root}: no <video_uid>/<k>.mp4 folders")
     return [Item(uid, VideoRef("chunked", str(root), uid, chunk_seconds)) for uid in uids]
 
 
@@ -141,15 +198,18 @@ def _load_json(path: Path) -> object:
         raise DataError(f"{path}: not valid JSON: {e}") from None
 
 
-def _clip_queries(clip: dict) -> tuple[Query, ...]:
-    queries = []
+def _clip_queries(clip: dict) -> tuple[tuple[Query, ...], tuple[str, ...]]:
+    """The queries of a clip with text, and the keys of those without (a few NLQ queries have none)."""
+    queries, without = [], []
     for a, ann in enumerate(clip.get("annotations") or []):
         ann_uid = str(ann.get("annotation_uid", a))
         for q, lq in enumerate(ann.get("language_queries") or []):
             text = lq.get("query")
-            if isinstance(text, str) and text.strip():  # a few NLQ queries have no text
+            if isinstance(text, str) and text.strip():
                 queries.append(Query(f"{ann_uid}/{q}", text))
-    return tuple(queries)
+            else:
+                without.append(f"{ann_uid}/{q}")
+    return tuple(queries), tuple(without)
 
 
 def _video_ref(video_uid: str, cfg: SourceConfig) -> VideoRef | None:
@@ -174,15 +234,19 @@ def _clip_items(data: dict, path: Path, cfg: SourceConfig) -> list[Item]:
                 raise DataError(f"{where}: needs clip_uid, video_start_sec and video_end_sec ({e!r})") from None
             if not video_uid:
                 raise DataError(f"{path}: videos[{v}] has no video_uid")
+            check_id(clip_uid, f"{where}: clip_uid {clip_uid!r}")
+            check_id(str(video_uid), f"{path}: videos[{v}]: video_uid {str(video_uid)!r}")
             if span[1] <= span[0]:
                 raise DataError(f"{where}: clip {clip_uid} ends ({span[1]}) before it starts ({span[0]})")
-            item = Item(clip_uid, _video_ref(str(video_uid), cfg), span, _clip_queries(clip))
+            item = Item(clip_uid, _video_ref(str(video_uid), cfg), span, *_clip_queries(clip))
             if clip_uid in items and items[clip_uid].span != span:
                 raise DataError(f"{where}: clip {clip_uid} appears twice with different times")
             if clip_uid in items:  # the same clip under two entries: keep every query once
-                seen = {q.key for q in items[clip_uid].queries}
+                old = items[clip_uid]
+                seen = {q.key for q in old.queries}
                 extra = tuple(q for q in item.queries if q.key not in seen)
-                item = Item(clip_uid, item.video, span, items[clip_uid].queries + extra)
+                missing = old.queries_without_text + tuple(k for k in item.queries_without_text if k not in seen)
+                item = Item(clip_uid, item.video, span, old.queries + extra, tuple(dict.fromkeys(missing)))
             items[clip_uid] = item
     if not items:
         raise DataError(f"{path}: no clips under videos[].clips[]")
@@ -194,6 +258,7 @@ def _narration_items(path: Path) -> list[Item]:
 
     items = []
     for uid, passes in sorted(load_narrations(path).items()):
+        check_id(uid, f"{path}: video uid {uid!r}")
         queries = tuple(Query(f"{name}/{i}", text, t) for name, rows in passes.items() for i, t, text in rows)
         items.append(Item(uid, None, None, queries))
     if not items:
@@ -210,7 +275,7 @@ def _annotation_items(cfg: SourceConfig, mode: str) -> list[Item]:
             raise DataError(f"{path}: no such text file")
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
         queries = tuple(Query(str(i), t) for i, t in enumerate(lines) if t)
-        return [Item(path.stem, None, None, queries)]
+        return [Item(check_id(path.stem, f"{path}: output name"), None, None, queries)]
     data = _load_json(path)
     if isinstance(data, dict) and isinstance(data.get("videos"), list):
         return _clip_items(data, path, cfg)
@@ -219,8 +284,11 @@ def _annotation_items(cfg: SourceConfig, mode: str) -> list[Item]:
     raise DataError(f"{path}: expected an Ego4D NLQ/MQ file (a 'videos' list of clips) or, for mode=text, narrations")
 
 
-def collect_items(cfg: SourceConfig, mode: str) -> list[Item]:
-    """Every item named by ``cfg``, in a fixed order (the same on every rank)."""
+def collect_inputs(cfg: SourceConfig, mode: str) -> Collection:
+    """Every item named by ``cfg``, in a fixed order (the same on every rank), with the texts left out.
+
+    Every id is checked (:func:`~egovlp.features.ids.check_id`) before it becomes a path.
+    """
     cfg.validate(needs_video=mode != "text")
     if cfg.videos:
         items = _video_files(Path(cfg.videos), cfg.extensions)
@@ -230,27 +298,55 @@ def collect_items(cfg: SourceConfig, mode: str) -> list[Item]:
         items = _annotation_items(cfg, mode)
     if mode != "video" and cfg.annotations == "":
         raise ConfigError(f"mode={mode} needs texts: give an annotation file (--annotations)")
-    if mode != "video":
-        items = [it for it in items if it.queries]
-        if not items:
+    if mode == "video":
+        collection = Collection(items)
+    else:
+        without = {it.id: list(it.queries_without_text) for it in items if it.queries_without_text}
+        collection = Collection([it for it in items if it.queries], without, [it.id for it in items if not it.queries])
+        if not collection.items:
             raise DataError(f"{cfg.annotations}: no texts (queries or narrations) for mode={mode}")
-    if mode != "text" and any(it.video is None for it in items):
+    if mode != "text" and any(it.video is None for it in collection.items):
         raise ConfigError("video features need videos: set source.video_root (--video-root)")
-    return items
+    return collection
+
+
+def collect_items(cfg: SourceConfig, mode: str) -> list[Item]:
+    """Every item named by ``cfg`` (:func:`collect_inputs` without what was left out)."""
+    return collect_inputs(cfg, mode).items
 
 
 # ---------------------------------------------------------------------------------------------------- reading
+_CHUNK_NAME = re.compile(r"(0|[1-9][0-9]*)\.mp4")
+
+
+def _ranges(ks: list[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2, 5, 7-8"``."""
+    spans: list[list[int]] = []
+    for k in ks:
+        if spans and k == spans[-1][1] + 1:
+            spans[-1][1] = k
+        else:
+            spans.append([k, k])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
 def _chunk_count(ref: VideoRef) -> int:
+    """The number of chunks of a chunked video: ``0.mp4 .. <n-1>.mp4``, all present (a gap is an error)."""
     folder = Path(ref.path) / ref.uid
     if not (folder / "0.mp4").is_file():
         raise VideoReadError(f"{folder / '0.mp4'}: no such video file (first chunk of {ref.uid})")
-    k = 1
-    while chunk_path(ref.path, ref.uid, k).is_file():
-        k += 1
-    return k
+    ks = sorted(int(m.group(1)) for p in folder.iterdir() if (m := _CHUNK_NAME.fullmatch(p.name)) and p.is_file())
+    present = set(ks)
+    missing = next((k for k in range(ks[-1] + 1) if k not in present), None)
+    if missing is not None:
+        raise VideoReadError(
+            f"{chunk_path(ref.path, ref.uid, missing)}: missing chunk {missing} of {ref.uid} (the folder has chunks "
+            f"{_ranges(ks)}); its {missing * ref.chunk_seconds:g}-{(missing + 1) * ref.chunk_seconds:g} s would be lost"
+        )
+    return len(ks)
 
 
-def _duration(info) -> float:
+def _duration(info: VideoInfo) -> float:
     if info.duration > 0:
         return info.duration
     if info.num_frames > 0 and info.fps > 0:
@@ -258,15 +354,26 @@ def _duration(info) -> float:
     raise VideoReadError(f"{info.path}: the header gives no duration")
 
 
-def probe_video(ref: VideoRef) -> tuple[float, float]:
-    """``(fps, duration)`` of a video from its header(s); a chunked video's duration sums its chunks."""
+def probe_video(ref: VideoRef, end_tolerance: float = 0.5) -> tuple[float, float]:
+    """``(fps, duration)`` of a video from its header(s); a chunked video's duration sums its chunks.
+
+    Every chunk of a chunked video must be there and every one but the last must last ``chunk_seconds`` (up to
+    ``end_tolerance``, the slack of :func:`read_frames`): a missing or short chunk would shift or cut the video,
+    so it raises :class:`VideoReadError` naming the chunk.
+    """
     if ref.kind == "file":
         info = probe(ref.path)
         return info.fps, _duration(info)
     num_chunks = _chunk_count(ref)
-    first = probe(chunk_path(ref.path, ref.uid, 0))
-    last = first if num_chunks == 1 else probe(chunk_path(ref.path, ref.uid, num_chunks - 1))
-    return first.fps, (num_chunks - 1) * ref.chunk_seconds + _duration(last)
+    infos = [probe(chunk_path(ref.path, ref.uid, k)) for k in range(num_chunks)]
+    for k, info in enumerate(infos[:-1]):
+        seconds = _duration(info)
+        if seconds + end_tolerance < ref.chunk_seconds:
+            raise VideoReadError(
+                f"{info.path}: chunk {k} lasts {seconds:.2f} s, less than chunk_seconds={ref.chunk_seconds:g} "
+                f"(only the last chunk may be shorter): a truncated chunk, or a wrong chunk_seconds?"
+            )
+    return infos[0].fps, (num_chunks - 1) * ref.chunk_seconds + _duration(infos[-1])
 
 
 def read_frames(ref: VideoRef, times: np.ndarray, end_tolerance: float = 0.5) -> np.ndarray:
