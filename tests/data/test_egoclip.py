@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -212,3 +213,80 @@ def test_large_csv_loads_fast(tmp_path):
     assert len(table) == 500_000 and len(table.video_uids) == 1250
     assert table.row(499_999)["narration_time"] == pytest.approx(t[-1])
     assert seconds < 15, seconds
+
+
+def test_suspect_times_are_counted_kept_and_logged_once(tmp_path, caplog):
+    path = write_csv(
+        tmp_path / "e.csv",
+        egoclip_line(0),
+        egoclip_line(1, t=5.0, start=6.0, end=4.5),  # end < start
+        egoclip_line(2, t=0.1, start=-0.3, end=0.5),  # negative start (as in the released EgoClip)
+        egoclip_line(3),
+        egoclip_line(4, t=1.0, start=-2.0, end=-3.0),  # both
+    )
+    for policy in ("raise", "skip"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="egovlp.data.egoclip_table"):
+            table = load_egoclip(path, bad_rows=policy)
+        assert len(table) == 5 and table.num_suspect_rows == 3 and table.num_bad_rows == 0
+        assert table.clip_start.tolist() == [2.967651, 6.0, -0.3, 2.967651, -2.0]
+        assert table.clip_end.tolist() == [3.721266, 6.0, 0.5, 3.721266, -2.0]  # end clamped to start
+        warnings = [r.getMessage() for r in caplog.records if "clip_end < clip_start" in r.getMessage()]
+        assert len(warnings) == 1, warnings
+        assert "e.csv: 3 rows" in warnings[0]
+        assert "e.csv:3: clip_end 4.5 < clip_start 6" in warnings[0] and "e.csv:4: clip_start -0.3 < 0" in warnings[0]
+        assert "e.csv:6: clip_end -3 < clip_start -2" in warnings[0]
+    clean = load_egoclip(write_csv(tmp_path / "ok.csv", egoclip_line(0), egoclip_line(1)))
+    assert clean.num_suspect_rows == 0
+
+
+def test_suspect_rows_across_blocks_name_the_first_few(tmp_path, caplog):
+    rows = [egoclip_line(i, t=1.0, start=2.0, end=1.0) if i % 3 == 0 else egoclip_line(i) for i in range(30)]
+    with caplog.at_level("WARNING", logger="egovlp.data.egoclip_table"):
+        table = load_egoclip(write_csv(tmp_path / "e.csv", *rows), block_bytes=300)
+    assert table.num_suspect_rows == 10 and np.all(table.clip_end >= table.clip_start)
+    (message,) = [r.getMessage() for r in caplog.records if "rows with clip_end" in r.getMessage()]
+    assert [int(m) for m in re.findall(r"e\.csv:(\d+):", message)] == [2, 5, 8, 11, 14]
+    assert message.endswith("; ...")
+
+
+def _extra(line: str) -> str:
+    return line.rstrip("\n") + "\tEXTRA\n"
+
+
+@pytest.mark.parametrize("block_bytes", [1, 300, 1 << 20])
+@pytest.mark.parametrize("bad", [0, 3, 9])
+def test_extra_column_blames_its_own_line(tmp_path, bad, block_bytes):
+    rows = [egoclip_line(i) for i in range(10)]
+    rows[bad] = _extra(rows[bad])
+    path = write_csv(tmp_path / "e.csv", *rows)
+    with pytest.raises(DataError, match=rf"e\.csv:{bad + 2}: expected 11 tab-separated columns, found 12"):
+        load_egoclip(path, block_bytes=block_bytes)
+    table = load_egoclip(path, bad_rows="skip", block_bytes=block_bytes)
+    assert table.num_bad_rows == 1 and table.line.tolist() == [i + 2 for i in range(10) if i != bad]
+    assert table.clip_idx.tolist() == [i for i in range(10) if i != bad]
+
+
+def test_extra_and_missing_columns_do_not_shift_the_rows_between(tmp_path):
+    """One row with a field too many and a later one with a field too few: the tab count of the block is right,
+    but each bad row must be named by its own line and the rows between them must keep their own fields."""
+    rows = [egoclip_line(i) for i in range(6)]
+    rows[1] = rows[1].replace("\t#C C picks", "\t#C C\tpicks")  # an unquoted tab in the text: 12 fields
+    rows[4] = rows[4].replace("\t[93]", "")  # tag_verb missing: 10 fields
+    path = write_csv(tmp_path / "e.csv", *rows)
+    with pytest.raises(DataError, match=r"e\.csv:3: expected 11 tab-separated columns, found 12"):
+        load_egoclip(path)
+    table = load_egoclip(path, bad_rows="skip")
+    assert table.num_bad_rows == 2 and table.line.tolist() == [2, 4, 5, 7]
+    assert table.clip_idx.tolist() == [0, 2, 3, 5]
+    assert all(table.text(i) == "#C C picks a bag of clothes from the floor" for i in range(4))
+
+
+def test_byte_order_mark_before_the_header(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + (EGOCLIP_HEADER + egoclip_line(0) + egoclip_line(1)).encode("utf-8"))
+    table = load_egoclip(path)
+    assert len(table) == 2 and table.clip_idx.tolist() == [0, 1] and table.line.tolist() == [2, 3]
+    # Only a leading mark is dropped: one inside a text field stays part of the text.
+    inner = write_csv(tmp_path / "inner.csv", egoclip_line(0, text="\ufeffC holds"))
+    assert load_egoclip(inner).text(0) == "\ufeffC holds"

@@ -63,6 +63,20 @@ def _question(**change):
             _question(choices={"0": {"video_uid": "v", "clip_start": "soon", "clip_end": 2}}),
             r"field 'clip_start' must be a number, got 'soon'",
         ),
+        (
+            _question(query={"clip_text": None}),
+            r"question '0' \['query'\]: field 'clip_text' must be a string, got null",
+        ),
+        (
+            _question(
+                choices={str(i): {"video_uid": "v", "clip_start": 1, "clip_end": 2, "clip_text": [i]} for i in range(5)}
+            ),
+            r"question '0' \['choices'\]\['0'\]: field 'clip_text' must be a string, got \[0\]",
+        ),
+        (
+            _question(choices={"0": {"video_uid": "v", "clip_start": 1, "clip_end": 2, "clip_text": None}}, answer=0),
+            r"question '0' \['choices'\]\['0'\]: field 'clip_text' must be a string, got null",
+        ),
     ],
 )
 def test_malformed_questions(tmp_path, question, message):
@@ -83,3 +97,19 @@ def test_questions_sorted_by_integer_key(tmp_path):
     path = tmp_path / "egomcq.json"
     path.write_text(json.dumps({"10": _question(), "2": _question(types=2)}))
     assert [(q.index, q.type) for q in load_egomcq(path)] == [(2, 2), (10, 1)]
+
+
+def test_option_text_may_be_left_out(tmp_path):
+    path = tmp_path / "egomcq.json"
+    q = _question()
+    del q["choices"]["3"]["clip_text"]
+    path.write_text(json.dumps({"0": q}))
+    (question,) = load_egomcq(path)
+    assert [o[3] for o in question.options] == ["#C C x", "#C C x", "#C C x", "", "#C C x"]
+
+
+def test_a_file_without_questions_is_an_error(tmp_path):
+    path = tmp_path / "egomcq.json"
+    path.write_text("{}")
+    with pytest.raises(DataError, match=r"egomcq\.json: no questions"):
+        load_egomcq(path)

@@ -10,7 +10,7 @@ import pytest
 from egovlp.cli.main import main
 from egovlp.data.prepare import chunk_video, output_size, prepare_videos
 from egovlp.data.video_io import probe, read_clip
-from egovlp.errors import VideoReadError
+from egovlp.errors import DataError, VideoReadError
 
 from .conftest import INDEX_FPS, decode_index
 
@@ -81,3 +81,19 @@ def test_cli_prepare_videos(tmp_path, index_video, capsys):
     assert "2 chunks written" in capsys.readouterr().out
     frames = read_clip(tmp_path / "d", "v", 7.0, 7.5, 1, "uniform", 5.0)
     assert np.all(frames.shape[1:3] == (32, 54))
+
+
+def test_prepare_records_the_chunk_length_and_refuses_another(tmp_path, index_video):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "uid-a.mp4").write_bytes(index_video.read_bytes())
+    dst = tmp_path / "dst"
+    prepare_videos(src, dst, short_side=32, chunk_seconds=3.0, progress=False)
+    assert json.loads((dst / "chunks.json").read_text()) == {"chunk_seconds": 3.0}
+    clip = read_clip(dst, "uid-a", 2.5, 3.5, 4, "uniform", 0)  # auto: 3 s from chunks.json
+    assert [decode_index(f) for f in clip] == [int(t * FPS) for t in (2.625, 2.875, 3.125, 3.375)]
+    with pytest.raises(DataError, match=r"dst/chunks\.json: .*dst holds 3 s chunks, not 5 s"):
+        prepare_videos(src, dst, short_side=32, chunk_seconds=5.0, progress=False)
+    assert prepare_videos(src, dst, short_side=32, chunk_seconds=3.0, progress=False).chunks_skipped == 3  # resume
+    with pytest.raises(VideoReadError, match=r"chunk length looks wrong: chunk_seconds=600 is configured but"):
+        read_clip(dst, "uid-a", 2.5, 3.5, 4, "uniform", 600.0)

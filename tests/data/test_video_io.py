@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import av
 import numpy as np
 import pytest
 
-from egovlp.data.video_io import probe, read_clip, read_frames_at, read_video_clip
-from egovlp.errors import VideoReadError
+from egovlp.data.video_io import (
+    DEFAULT_CHUNK_SECONDS,
+    probe,
+    read_chunks_file,
+    read_clip,
+    read_frames_at,
+    read_video_clip,
+    resolve_chunk_seconds,
+    write_chunks_file,
+)
+from egovlp.errors import DataError, VideoReadError
 
 from .conftest import INDEX_FPS, decode_index
 
@@ -162,3 +172,60 @@ def test_chunk_missing_in_the_middle(tmp_path, chunked_index_video):
     (copy / uid / "1.mp4").unlink()
     with pytest.raises(VideoReadError, match=r"vid-0/1\.mp4: no such video file.*clip vid-0 3\.000-5\.000 s"):
         read_clip(copy, uid, 3.0, 5.0, 4, "uniform", chunk_seconds)
+
+
+def _copy_layout(root, tmp_path, chunk_seconds=None):
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    if chunk_seconds is not None:
+        (copy / "chunks.json").write_text(json.dumps({"chunk_seconds": chunk_seconds}))
+    return copy
+
+
+def test_chunk_seconds_auto_reads_chunks_json(tmp_path, chunked_index_video):
+    root, uid, chunk_seconds, _ = chunked_index_video
+    copy = _copy_layout(root, tmp_path, chunk_seconds)
+    assert resolve_chunk_seconds(copy, 0) == resolve_chunk_seconds(copy, -1) == 4.0
+    assert resolve_chunk_seconds(copy, 4.0) == 4.0
+    assert indices(read_clip(copy, uid, 3.0, 5.0, 4, "uniform", 0)) == [int(t * FPS) for t in (3.25, 3.75, 4.25, 4.75)]
+    assert resolve_chunk_seconds(tmp_path / "no-such-root", 0) == DEFAULT_CHUNK_SECONDS == 600.0
+    write_chunks_file(copy, 8.0)  # a new version of the file is read again (cached per modification time)
+    assert read_chunks_file(copy) == 8.0
+
+
+def test_configured_chunk_seconds_that_disagrees_with_chunks_json(tmp_path, chunked_index_video):
+    root, uid, _, _ = chunked_index_video
+    copy = _copy_layout(root, tmp_path, 4.0)
+    with pytest.raises(VideoReadError, match=r"chunk length looks wrong: chunk_seconds=600 is configured but .*"
+                       r"chunks\.json says the videos were cut into 4 s chunks"):  # fmt: skip
+        read_clip(copy, uid, 3.0, 5.0, 2, "uniform", 600.0)
+
+
+@pytest.mark.parametrize("bad", ['{"chunk_seconds": 0}', '{"chunk": 30}', "not json", '{"chunk_seconds": "30"}'])
+def test_malformed_chunks_json(tmp_path, bad):
+    (tmp_path / "chunks.json").write_text(bad)
+    with pytest.raises(DataError, match=r"chunks\.json: "):
+        resolve_chunk_seconds(tmp_path, 0)
+
+
+def test_chunk_seconds_too_long_is_diagnosed(tmp_path, chunked_index_video):
+    """4 s chunks read as 600 s ones (the default without chunks.json): 5 s falls past the end of chunk 0."""
+    root, uid, _, _ = chunked_index_video
+    copy = _copy_layout(root, tmp_path)
+    for configured in (0, 8.0):
+        with pytest.raises(VideoReadError, match=r"vid-0/0\.mp4: the chunk length looks wrong: this chunk lasts "
+                           rf"4\.000 s, much less than chunk_seconds={600 if configured == 0 else 8}, but the next "
+                           r"chunk 1\.mp4 exists"):  # fmt: skip
+            read_clip(copy, uid, 5.0, 6.0, 2, "uniform", configured)
+    # The last chunk is short by nature: past its end is "beyond the end", not a wrong chunk length.
+    with pytest.raises(VideoReadError, match=r"vid-0/2\.mp4: time range is beyond the end"):
+        read_clip(copy, uid, 11.0, 12.0, 2, "uniform", 4.0)
+
+
+def test_chunk_seconds_too_short_is_diagnosed(tmp_path, chunked_index_video):
+    """4 s chunks read as 2 s ones would silently show frames of the wrong time: the chunk's length gives it away."""
+    root, uid, _, _ = chunked_index_video
+    copy = _copy_layout(root, tmp_path)
+    with pytest.raises(VideoReadError, match=r"vid-0/1\.mp4: the chunk length looks wrong: this chunk lasts 4\.000 s "
+                       r"but chunk_seconds is 2"):  # fmt: skip
+        read_clip(copy, uid, 2.5, 3.5, 2, "uniform", 2.0)

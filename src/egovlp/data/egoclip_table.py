@@ -8,7 +8,13 @@ tag_verb, tag_noun`` (any order; extra columns, e.g. a leading unnamed index, ar
 3.85 M rows load in about 20 s and under 1 GB: rows are parsed in blocks into typed numpy arrays, narration texts
 into one UTF-8 blob with offsets and tag lists into flat arrays with offsets (no per-row Python objects, so DataLoader
 workers forked from the loading process share the memory). A malformed row raises :class:`DataError` naming the
-file, line and column, or is skipped and counted with ``bad_rows="skip"``.
+file, line and column, or is skipped and counted with ``bad_rows="skip"``. A UTF-8 byte-order mark before the header
+is accepted.
+
+Suspect rows, whose times parse but make no sense as a clip (``clip_end < clip_start`` or a negative ``clip_start``),
+are kept under either policy: they are counted in ``num_suspect_rows`` and logged once (count and the first few
+``file:line``), and ``clip_end`` is set to ``clip_start`` when it is earlier (a still clip). A negative start is kept
+as written (the released EgoClip has some near the start of videos); frame sampling starts at 0.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ EGOCLIP_COLUMNS = (
 _FLOATS = ("video_dur", "narration_time", "clip_start", "clip_end")
 _INTS = ("clip_idx", "narration_ind")
 _TAGS = ("tag_verb", "tag_noun")
+_SUSPECT_SHOWN = 5  # suspect rows named in the warning
 
 
 @dataclass
@@ -69,7 +76,8 @@ class EgoClipTable:
     verb_offsets: np.ndarray  # (N + 1,) int64
     noun_ids: np.ndarray  # (total,) int32
     noun_offsets: np.ndarray  # (N + 1,) int64
-    num_bad_rows: int = 0
+    num_bad_rows: int = 0  # malformed rows skipped under bad_rows="skip"
+    num_suspect_rows: int = 0  # kept rows with clip_end < clip_start (end set to start) or clip_start < 0
     _video_rows: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -146,6 +154,8 @@ class _Parser:
         self.parts: dict[str, list] = {k: [] for k in keys}
         self.parts.update({f"{t}_ids": [] for t in _TAGS} | {f"{t}_counts": [] for t in _TAGS})
         self.num_bad = 0
+        self.suspect: list[tuple[int, str]] = []  # (line, what is wrong) of the first few suspect rows
+        self.num_suspect = 0
 
     def bad(self, line: int, message: str) -> None:
         """A malformed row: raise, or log it and count it."""
@@ -206,7 +216,7 @@ class _Parser:
         out["text_len"] = np.fromiter(lengths, np.int64, len(texts))  # byte lengths (== characters when ASCII)
         return out
 
-    def add_block(self, cols: list[Sequence[str]], lines: Sequence[int]) -> None:
+    def add_block(self, cols: list[Sequence[str]], lines: Sequence[int] | np.ndarray) -> None:
         """Convert and store a block given as columns (all of the header's columns, ``len(lines)`` rows each)."""
         if not len(lines):
             return
@@ -225,8 +235,30 @@ class _Parser:
             out = self._convert(list(zip(*[r for r, _ in keep])))
             assert out is not None
         out["line"] = np.asarray(lines, dtype=np.int64)
+        self._check_times(out)
         for key, value in out.items():
             self.parts[key].append(value)
+
+    def _check_times(self, out: dict) -> None:
+        """Count and note rows with ``clip_end < clip_start`` (setting end to start) or a negative ``clip_start``."""
+        start, end = out["clip_start"], out["clip_end"]
+        reversed_, negative = end < start, start < 0
+        suspect = np.flatnonzero(reversed_ | negative)
+        if not suspect.size:
+            return
+        self.num_suspect += int(suspect.size)
+        for i in suspect[: max(0, _SUSPECT_SHOWN - len(self.suspect))]:
+            what = f"clip_end {end[i]:g} < clip_start {start[i]:g}" if reversed_[i] else f"clip_start {start[i]:g} < 0"
+            self.suspect.append((int(out["line"][i]), what))
+        np.copyto(end, start, where=reversed_)
+
+    def report_suspect(self) -> None:
+        """One warning for all suspect rows: their count and the first few ``file:line``."""
+        if self.num_suspect:
+            first = "; ".join(f"{self.path}:{line}: {what}" for line, what in self.suspect)
+            log.warning("%s: %d rows with clip_end < clip_start (end set to start) or a negative clip_start (kept): "
+                        "%s%s", self.path, self.num_suspect, first, "; ..." if self.num_suspect > len(self.suspect)
+                        else "")  # fmt: skip
 
     def table(self) -> EgoClipTable:
         p = self.parts
@@ -262,6 +294,7 @@ class _Parser:
             noun_ids=tag["tag_noun"][0],
             noun_offsets=tag["tag_noun"][1],
             num_bad_rows=self.num_bad,
+            num_suspect_rows=self.num_suspect,
         )
 
 
@@ -277,8 +310,11 @@ def _split_block(block: list[str], first_line: int, parser: _Parser) -> tuple[li
     """Columns of a block of lines and the rows' line numbers; blank lines are dropped, ill-sized rows reported."""
     n, ncol = len(block), parser.ncol
     text = "".join(block)
-    if '"' not in text and "\r" not in text and text.count("\n") == n and text.count("\t") == n * (ncol - 1):
-        # Fast path: no quoting and every line has ncol fields, so one split gives all fields row-major.
+    tabs = ncol - 1
+    if '"' not in text and "\r" not in text and text.count("\n") == n and all(ln.count("\t") == tabs for ln in block):
+        # Fast path: no quoting and every line has ncol fields, so one split gives all fields row-major. (Counting the
+        # tabs of the whole block is not enough: a row with an extra field and one with a missing field would shift
+        # the fields of the rows between them.)
         fields = text.replace("\n", "\t").split("\t")[:-1]
         if len(fields) == n * ncol and "" not in fields[::ncol]:  # (an empty first field may be a blank line)
             return [fields[j::ncol] for j in range(ncol)], np.arange(first_line, first_line + n)
@@ -300,7 +336,8 @@ def load_egoclip(
 
     Args:
         bad_rows: ``"raise"`` (a :class:`DataError` with file, line and column) or ``"skip"`` (log, count in
-            ``table.num_bad_rows``).
+            ``table.num_bad_rows``) for malformed rows. Suspect rows (end before start, negative start) are kept
+            and counted in ``table.num_suspect_rows`` under either policy (see the module docstring).
         max_rows: read at most this many data rows (for quick experiments).
     """
     if bad_rows not in ("raise", "skip"):
@@ -308,7 +345,7 @@ def load_egoclip(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such EgoClip metadata file")
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark before the header is dropped
         header_line = f.readline()
         if not header_line.strip():
             raise DataError(f"{path}:1: empty file, expected a header with {list(EGOCLIP_COLUMNS)}")
@@ -328,6 +365,7 @@ def load_egoclip(
     log.info("loaded %d EgoClip rows of %d videos from %s", len(table), len(table.video_uids), path)
     if parser.num_bad:
         log.warning("%s: skipped %d malformed rows", path, parser.num_bad)
+    parser.report_suspect()
     return table
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from egovlp.data.bad_input import BadInputPolicy
 from egovlp.data.sampling import worker_rng
 from egovlp.data.text import clean_narration
 from egovlp.data.video_io import read_clip
@@ -53,13 +54,23 @@ def _number(entry: dict, key: str, where: str) -> float:
         raise DataError(f"{where}: field '{key}' must be a number, got {value!r}") from None
 
 
+def _text(entry: dict, where: str, required: bool = True) -> str:
+    """The ``clip_text`` of a query or option: a string (JSON null or a number is an error, not the text "None")."""
+    if not required and isinstance(entry, dict) and "clip_text" not in entry:
+        return ""
+    value = _field(entry, "clip_text", where)
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field 'clip_text' must be a string, got {json.dumps(value)}")
+    return value
+
+
 def _parse_question(key: str, q: Any, path: str) -> MCQuestion:
     where = f"{path}: question {key!r}"
     try:
         index = int(key)
     except ValueError:
         raise DataError(f"{where}: keys must be integer strings") from None
-    text = str(_field(_field(q, "query", where), "clip_text", f"{where} ['query']"))
+    text = _text(_field(q, "query", where), f"{where} ['query']")
     choices = _field(q, "choices", where)
     if not isinstance(choices, dict) or not choices:
         raise DataError(f"{where}: 'choices' must be a non-empty mapping of option index to clip")
@@ -70,7 +81,7 @@ def _parse_question(key: str, q: Any, path: str) -> MCQuestion:
         uid = _field(c, "video_uid", cw)
         if not isinstance(uid, str) or not uid:
             raise DataError(f"{cw}: 'video_uid' must be a non-empty string")
-        options.append((uid, _number(c, "clip_start", cw), _number(c, "clip_end", cw), str(c.get("clip_text", ""))))
+        options.append((uid, _number(c, "clip_start", cw), _number(c, "clip_end", cw), _text(c, cw, required=False)))
     answer, qtype = _field(q, "answer", where), _field(q, "types", where)
     if not isinstance(answer, int) or not 0 <= answer < len(options):
         raise DataError(f"{where}: 'answer' must be an int in [0, {len(options)}), got {answer!r}")
@@ -80,7 +91,12 @@ def _parse_question(key: str, q: Any, path: str) -> MCQuestion:
 
 
 def load_egomcq(json_path: str | os.PathLike) -> list[MCQuestion]:
-    """Parse and check ``egomcq.json``; questions sorted by their integer key."""
+    """Parse and check ``egomcq.json``; questions sorted by their integer key.
+
+    Raises :class:`DataError` naming the file, the question key and the field for a malformed question (a query
+    ``clip_text`` that is missing or not a string, e.g. ``null``; an option ``clip_text`` that is not a string, ...)
+    and for a file without questions.
+    """
     path = str(json_path)
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such EgoMCQ file")
@@ -91,6 +107,8 @@ def load_egomcq(json_path: str | os.PathLike) -> list[MCQuestion]:
         raise DataError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object of questions keyed by index")
+    if not data:
+        raise DataError(f"{path}: no questions (an empty JSON object)")
     questions = [_parse_question(k, v, path) for k, v in data.items()]
     return sorted(questions, key=lambda q: q.index)
 
@@ -123,14 +141,12 @@ class EgoMCQDataset(Dataset):
         bad_input: str = "raise",
         text_cleaner: Callable[[str], str] | None = clean_narration,
     ) -> None:
-        if bad_input not in ("raise", "skip"):
-            raise ValueError(f"bad_input must be 'raise' or 'skip', got {bad_input!r}")
+        self.policy = BadInputPolicy(bad_input)
         self.questions = load_egomcq(json_path)
         self.json_path, self.video_root = str(json_path), str(video_root)
         self.num_frames, self.transform, self.chunk_seconds = int(num_frames), transform, float(chunk_seconds)
         self.sample, self.reverse_frames, self.bad_input = sample, bool(reverse_frames), bad_input
         self.text_cleaner = text_cleaner
-        self.num_skipped = 0
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -146,16 +162,19 @@ class EgoMCQDataset(Dataset):
         video = self.transform(clip) if self.transform is not None else torch.from_numpy(clip)
         return video.flip(0) if self.reverse_frames else video
 
+    @property
+    def num_skipped(self) -> int:
+        """Questions skipped as unreadable in this process (``bad_input="skip"``)."""
+        return self.policy.num_skipped
+
     def __getitem__(self, i: int) -> dict[str, Any] | None:
         q = self.questions[i]
         rng = worker_rng() if self.sample == "rand" else None
-        try:
-            video = torch.stack([self._option(q, uid, s, e, rng) for uid, s, e, _ in q.options])
-        except VideoReadError as e:
-            if self.bad_input == "raise":
-                raise
-            self.num_skipped += 1
-            log.warning("skipping EgoMCQ question %d (%d skipped so far): %s", q.index, self.num_skipped, e)
+        video = self.policy.load(
+            lambda: torch.stack([self._option(q, uid, s, e, rng) for uid, s, e, _ in q.options]),
+            f"EgoMCQ question {q.index}",
+        )
+        if video is None:
             return None
         return {
             "text": self._clean(q.text),

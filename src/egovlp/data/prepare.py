@@ -5,7 +5,9 @@ holding ``[k * chunk_seconds, (k + 1) * chunk_seconds)`` of the source (by prese
 by ``-k * chunk_seconds`` (so a frame keeps its time within the chunk), resized to
 ``short_side`` (even sizes, aspect kept) and encoded with H.264 (audio is dropped). Each chunk is written under a
 temporary name and renamed when complete, so an interrupted run resumes: finished chunks are skipped and decoding
-starts with a seek to the first missing one.
+starts with a seek to the first missing one. The chunk length is recorded in ``dst/chunks.json`` (readers use it when
+their ``chunk_seconds`` is 0, and refuse a configured value that disagrees); resuming into ``dst`` with another
+chunk length is refused.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from pathlib import Path
 import av
 from tqdm import tqdm
 
-from egovlp.data.video_io import probe
-from egovlp.errors import VideoReadError
+from egovlp.data.video_io import CHUNKS_FILE, probe, read_chunks_file, write_chunks_file
+from egovlp.errors import ConfigError, DataError, VideoReadError
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ def chunk_video(
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         tb = stream.time_base
+        if tb is None:
+            raise VideoReadError(f"{src}: the video stream has no time base, cannot place frames in chunks")
         if missing[0] > 0:
             container.seek(int(missing[0] * chunk_seconds / tb), stream=stream, backward=True)
         try:
@@ -125,7 +129,8 @@ def prepare_videos(
     progress: bool = True,
     stop_on_error: bool = False,
 ) -> PrepareStats:
-    """Resize and chunk every video of ``src_dir`` into ``dst_dir/<video_uid>/<k>.mp4`` (resumable).
+    """Resize and chunk every video of ``src_dir`` into ``dst_dir/<video_uid>/<k>.mp4`` (resumable); the chunk
+    length goes to ``dst_dir/chunks.json``.
 
     The video uid is the file name without its extension. A video that fails is logged and counted (or raises with
     ``stop_on_error``); its finished chunks stay, its partial chunk is left as a temporary file.
@@ -134,6 +139,15 @@ def prepare_videos(
     files = sorted(p for p in src_dir.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS) if src_dir.is_dir() else []
     if not files:
         raise VideoReadError(f"{src_dir}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
+    if chunk_seconds <= 0:
+        raise ConfigError(f"chunk_seconds must be > 0, got {chunk_seconds:g}")
+    recorded = read_chunks_file(dst_dir) if dst_dir.is_dir() else None
+    if recorded is not None and not math.isclose(recorded, chunk_seconds, rel_tol=1e-6):
+        raise DataError(
+            f"{dst_dir / CHUNKS_FILE}: {dst_dir} holds {recorded:g} s chunks, not {chunk_seconds:g} s; resume with "
+            f"chunk_seconds={recorded:g} or write to another folder"
+        )
+    write_chunks_file(dst_dir, chunk_seconds)
     stats = PrepareStats()
     bar = tqdm(files, desc="prepare-videos", unit="video", disable=not progress)
     for path in bar:

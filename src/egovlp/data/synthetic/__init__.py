@@ -3,6 +3,7 @@
 ``generate(out_dir, SynthConfig())`` writes::
 
     videos/<video_uid>/<k>.mp4        chunked videos (chunk_seconds each, H.264)
+    videos/chunks.json                the chunk length, {"chunk_seconds": 30.0} (read when chunk_seconds=0)
     egoclip.csv                       training clips (TAB-separated, official columns)
     egomcq.json                       inter- (type 1) and intra-video (type 2) questions over held-out clips
     narration.json                    the raw narrations in Ego4D's layout (input of `egovlp data build-egoclip`)
@@ -18,7 +19,10 @@ Its timeline is a sequence of actions at irregular times, narrated ``#C C <verb>
 object sits in the middle of the view and moves, the others stand aside as distractors. Verbs differ only in motion
 over time (picks up / puts down: up / down; pulls / pushes: grows / shrinks; turns on / off: brightens / dims), are
 unchanged by a horizontal flip, and each is its partner played backwards; so a model that ignores time order cannot
-tell the intra-video EgoMCQ answer from its reversed twin, which every intra-video question offers.
+tell the intra-video EgoMCQ answer from its reversed twin, which every intra-video question offers. With
+``verb_set="direction"`` the narrations are ``#C C moves the <colour> <shape> up|down|closer|away``: only the
+direction differs. Frame size, fps, object size, the number and length of videos and the verb set are all
+``SynthConfig`` fields.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from egovlp.data.synthetic.config import SynthConfig
 from egovlp.data.synthetic.render import write_chunks
 from egovlp.data.synthetic.world import World, plan_world
 from egovlp.data.synthetic.writers import WRITERS
+from egovlp.data.video_io import CHUNKS_FILE, read_chunks_file, write_chunks_file
 from egovlp.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -65,6 +70,7 @@ class SynthSummary:
 def _write_videos(world: World, out: Path) -> int:
     videos_dir = out / "videos"
     videos_dir.mkdir(parents=True, exist_ok=True)
+    write_chunks_file(videos_dir, world.config.chunk_seconds)
     workers = max(1, min(world.config.workers, len(world.videos), os.cpu_count() or 1))
     if workers == 1:
         return sum(len(write_chunks(world, v, videos_dir)) for v in world.videos)
@@ -116,8 +122,8 @@ def _readme(manifest: dict) -> str:
         "tokenizer/                  byte-level BPE trained on the narrations\n"
         + _downstream_readme(manifest["files"])
         + "manifest.json               all of the above, machine-readable, with the generating config\n\n"
-        f"Use chunk_seconds={manifest['chunk_seconds']}, num_verbs={manifest['num_verbs']}, "
-        f"num_nouns={manifest['num_nouns']} when loading.\n"
+        f"Use chunk_seconds={manifest['chunk_seconds']} (or 0: videos/{CHUNKS_FILE} records it), "
+        f"num_verbs={manifest['num_verbs']}, num_nouns={manifest['num_nouns']} when loading.\n"
     )
 
 
@@ -157,7 +163,12 @@ def _previous_world(out: Path, cfg: SynthConfig, reuse: bool) -> dict | None:
     with open(path, encoding="utf-8") as f:
         old = json.load(f)
     wanted = {k: v for k, v in asdict(cfg).items() if k != "workers"}
-    if reuse and {k: v for k, v in old.get("config", {}).items() if k != "workers"} == wanted:
+    # A field added to SynthConfig after the world was made is absent from its manifest: read it as the default.
+    defaults = asdict(SynthConfig())
+    had = {k: v for k, v in {**defaults, **old.get("config", {})}.items() if k != "workers"}
+    if reuse and had == wanted:
+        if read_chunks_file(out / "videos") is None:  # a world made before chunks.json existed
+            write_chunks_file(out / "videos", cfg.chunk_seconds)
         return old
     path.unlink()  # written last: its absence marks an incomplete world if this run is interrupted
     for name in ("videos", "tokenizer", "epic", "charades"):

@@ -21,21 +21,12 @@ from egovlp.data.charades import CharadesAction, CharadesVideo, write_charades_c
 from egovlp.data.synthetic.downstream import action_text, downstream_videos, render_videos
 from egovlp.data.synthetic.world import Video, World
 
-__all__ = ["GERUNDS", "charades_class_names", "write_charades_ego"]
-
-GERUNDS = {
-    "pick_up": "Picking up",
-    "put_down": "Putting down",
-    "pull": "Pulling",
-    "push": "Pushing",
-    "turn_on": "Turning on",
-    "turn_off": "Turning off",
-}
+__all__ = ["charades_class_names", "write_charades_ego"]
 
 
 def charades_class_names(world: World) -> list[str]:
     """Class ``verb * num_shapes + shape`` is named like Charades' classes, e.g. ``"Picking up a cube"``."""
-    return [f"{GERUNDS[v.label]} a {shape}" for v in world.verbs for shape in world.shapes]
+    return [f"{v.gerund} a {shape}" for v in world.verbs for shape in world.shapes]
 
 
 def _video_row(world: World, video: Video, video_id: str, subject: int) -> CharadesVideo:
@@ -45,7 +36,7 @@ def _video_row(world: World, video: Video, video_id: str, subject: int) -> Chara
         shape = video.props[e.prop][0]
         actions.append(CharadesAction(e.verb * shapes + shape, round(e.start, 2), round(e.end, 2)))
         _, colour, noun = action_text(world, video, e.verb, e.prop)
-        sentences.append(f"A person {world.verbs[e.verb].text} the {colour} {noun}.")
+        sentences.append(f"A person {world.verbs[e.verb].phrase(f'{colour} {noun}')}.")
     script = " ".join(sentences)
     objects = ";".join(dict.fromkeys(world.shapes[s] for s, _ in video.props))
     fields = {

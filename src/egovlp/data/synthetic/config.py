@@ -3,15 +3,25 @@
 Verbs come in pairs whose time reversal swaps them (picking up reversed is putting down), and every motion is
 vertical, a change of size or of brightness, so a horizontal flip (a training augmentation) never changes the
 meaning. Shapes are left-right symmetric for the same reason.
+
+Verb sets (``SynthConfig.verb_set``):
+
+* ``"default"`` (:data:`VERB_PAIRS`): picks up / puts down (rise / fall), pulls / pushes (grow / shrink), turns on /
+  off (brighten / dim): different verbs for different motions.
+* ``"direction"`` (:data:`DIRECTION_PAIRS`): one verb, "moves", and a direction word: ``#C C moves the red cube up``
+  / ``down`` (rise / fall), ``closer`` / ``away`` (grow / shrink). Texts and motions differ only in the direction.
+  Left / right and clockwise / counter-clockwise are left out on purpose: the training flip swaps them, so their
+  meaning would not survive augmentation; up / down and towards / away are the flip-invariant directions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from egovlp.config import one_of
 from egovlp.errors import ConfigError
 
-__all__ = ["COLOURS", "SHAPES", "VERB_PAIRS", "SynthConfig", "Verb"]
+__all__ = ["COLOURS", "DIRECTION_PAIRS", "SHAPES", "VERB_PAIRS", "VERB_SETS", "SynthConfig", "Verb"]
 
 
 @dataclass(frozen=True)
@@ -20,25 +30,50 @@ class Verb:
 
     text: str  # as narrated after "C": "picks up"
     label: str  # taxonomy label: "pick_up"
-    synonyms: tuple[str, ...]
+    synonyms: tuple[str, ...]  # the taxonomy group: the words that tag a narration with this verb
     motion: str  # "rise", "fall", "grow", "shrink", "brighten", "dim"
+    base: str  # base form for EK-100 narrations: "pick up" (as in "pick up red cube")
+    gerund: str  # for Charades class names: "Picking up" (as in "Picking up a cube")
+    particle: str = ""  # narrated after the object: "moves the red cube up"
+
+    def phrase(self, obj: str) -> str:
+        """The verb phrase with its object: ``"picks up the red cube"``, ``"moves the red cube up"``."""
+        return f"{self.text} the {obj} {self.particle}" if self.particle else f"{self.text} the {obj}"
 
 
 # Each pair: (verb, its time reversal).
 VERB_PAIRS: tuple[tuple[Verb, Verb], ...] = (
     (
-        Verb("picks up", "pick_up", ("pick up", "picks up", "picked up", "lift", "lifts"), "rise"),
-        Verb("puts down", "put_down", ("put down", "puts down", "place", "places"), "fall"),
+        Verb("picks up", "pick_up", ("pick up", "picks up", "picked up", "lift", "lifts"), "rise", "pick up",
+             "Picking up"),
+        Verb("puts down", "put_down", ("put down", "puts down", "place", "places"), "fall", "put down",
+             "Putting down"),
     ),
     (
-        Verb("pulls", "pull", ("pull", "pulls", "pulled", "bring closer"), "grow"),
-        Verb("pushes", "push", ("push", "pushes", "pushed", "push away"), "shrink"),
+        Verb("pulls", "pull", ("pull", "pulls", "pulled", "bring closer"), "grow", "pull", "Pulling"),
+        Verb("pushes", "push", ("push", "pushes", "pushed", "push away"), "shrink", "push", "Pushing"),
     ),
     (
-        Verb("turns on", "turn_on", ("turn on", "turns on", "switch on", "switches on"), "brighten"),
-        Verb("turns off", "turn_off", ("turn off", "turns off", "switch off", "switches off"), "dim"),
+        Verb("turns on", "turn_on", ("turn on", "turns on", "switch on", "switches on"), "brighten", "turn on",
+             "Turning on"),
+        Verb("turns off", "turn_off", ("turn off", "turns off", "switch off", "switches off"), "dim", "turn off",
+             "Turning off"),
+    ),
+)  # fmt: skip
+
+# "moves the <object> <direction>": only the direction word tells the verbs apart (tagged by that word).
+DIRECTION_PAIRS: tuple[tuple[Verb, Verb], ...] = (
+    (
+        Verb("moves", "move_up", ("up", "upward", "upwards"), "rise", "move up", "Moving up", "up"),
+        Verb("moves", "move_down", ("down", "downward", "downwards"), "fall", "move down", "Moving down", "down"),
+    ),
+    (
+        Verb("moves", "move_closer", ("closer", "nearer", "towards"), "grow", "move closer", "Moving closer", "closer"),
+        Verb("moves", "move_away", ("away", "farther", "further"), "shrink", "move away", "Moving away", "away"),
     ),
 )
+
+VERB_SETS: dict[str, tuple[tuple[Verb, Verb], ...]] = {"default": VERB_PAIRS, "direction": DIRECTION_PAIRS}
 
 # Left-right symmetric shapes (see render.py), by noun.
 SHAPES: tuple[str, ...] = ("cube", "ball", "cone", "ring", "cross", "diamond", "bar")
@@ -61,7 +96,9 @@ class SynthConfig:
 
     The defaults make the demo set: 16 videos of about 4 minutes, about 1000 training clips, 150 EgoMCQ questions of
     each type, 80x64 px at 8 fps in 30 s chunks, plus small EK-100 MIR and Charades-Ego sets; it generates in well
-    under a minute on 2 cores.
+    under a minute on 2 cores. Rendering knobs: ``width`` / ``height``, ``fps``, ``object_size``, ``num_videos`` /
+    ``video_seconds`` (hence the number of clips), ``verb_set`` and ``num_verb_pairs``; e.g. ``width=96 height=64
+    fps=6 num_videos=8 video_seconds=180 verb_set=direction`` makes about 300 clips.
     """
 
     seed: int = 0
@@ -71,7 +108,8 @@ class SynthConfig:
     fps: int = 8
     width: int = 80
     height: int = 64
-    num_verb_pairs: int = 2  # 1-3 pairs of VERB_PAIRS
+    num_verb_pairs: int = 2  # the first 1-3 pairs of the verb set (the direction set has 2)
+    verb_set: str = one_of(tuple(VERB_SETS), "default")  # "default" or "direction" (see the module docstring)
     num_shapes: int = 5  # nouns, 1-7
     num_colours: int = 5  # 1-8
     props_per_video: int = 3  # objects in each video's scene: one is handled per clip, the others are distractors
@@ -103,8 +141,19 @@ class SynthConfig:
 
     def validate(self) -> None:
         """Raise ConfigError for impossible settings."""
+        pairs = VERB_SETS.get(self.verb_set)
+        if pairs is None:
+            raise ConfigError(
+                f"invalid SynthConfig: verb_set must be one of {', '.join(VERB_SETS)}, got {self.verb_set!r}"
+            )
         checks = [
-            (1 <= self.num_verb_pairs <= len(VERB_PAIRS), f"num_verb_pairs must be 1-{len(VERB_PAIRS)}"),
+            (
+                1 <= self.num_verb_pairs <= len(pairs),
+                f"num_verb_pairs must be 1-{len(pairs)} for verb_set={self.verb_set!r}, got {self.num_verb_pairs}",
+            ),
+            (self.fps >= 1 and self.width >= 16 and self.height >= 16, "need fps >= 1 and width, height >= 16"),
+            (0 < self.object_size <= 0.6, "object_size must be in (0, 0.6] (a fraction of the short side)"),
+            (self.chunk_seconds > 0, "chunk_seconds must be > 0"),
             (1 <= self.num_shapes <= len(SHAPES), f"num_shapes must be 1-{len(SHAPES)}"),
             (1 <= self.num_colours <= len(COLOURS), f"num_colours must be 1-{len(COLOURS)}"),
             (1 <= self.props_per_video <= self.num_shapes * self.num_colours, "too many props_per_video"),
@@ -136,3 +185,8 @@ class SynthConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"invalid SynthConfig: {message}")
+
+    @property
+    def verbs(self) -> tuple[Verb, ...]:
+        """The world's verbs: the first ``num_verb_pairs`` pairs of the verb set, each pair (verb, its reversal)."""
+        return tuple(v for pair in VERB_SETS[self.verb_set][: self.num_verb_pairs] for v in pair)

@@ -31,7 +31,7 @@ def downstream_videos(world: World, name: str, count: int, seconds: float) -> tu
 def action_text(world: World, video: Video, verb: int, prop: int) -> tuple[str, str, str]:
     """``(verb base form, colour, shape)`` of an action, e.g. ``("pick up", "red", "cube")``."""
     shape, colour = video.props[prop]
-    return world.verbs[verb].synonyms[0], world.colours[colour][0], world.shapes[shape]
+    return world.verbs[verb].base, world.colours[colour][0], world.shapes[shape]
 
 
 def render_videos(world: World, jobs: Sequence[tuple[Video, Path]]) -> None:

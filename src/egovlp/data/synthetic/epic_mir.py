@@ -69,7 +69,8 @@ def write_epic_mir(world: World, out: Path) -> dict[str, str]:
         return {}
     root = out / "epic"
     videos = downstream_videos(world, "epic", cfg.epic_videos, cfg.epic_video_seconds)
-    jobs, splits = [], {"train": [], "test": []}
+    jobs: list[tuple[Video, Path]] = []
+    splits: dict[str, list[EpicClip]] = {"train": [], "test": []}
     for i, video in enumerate(videos):
         pid, vid = _names(i, cfg.epic_participants)
         jobs.append((video, root / "videos" / pid / f"{vid}.MP4"))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from egovlp.data.synthetic.config import COLOURS, SHAPES, VERB_PAIRS, SynthConfig, Verb
+from egovlp.data.synthetic.config import COLOURS, SHAPES, SynthConfig, Verb
 from egovlp.errors import ConfigError
 
 __all__ = ["Event", "Question", "Scene", "Video", "World", "plan_videos", "plan_world"]
@@ -94,7 +94,7 @@ class World:
     def narration(self, e: Event) -> str:
         """Ego4D-style narration, e.g. ``"#C C picks up the red cube"``."""
         shape, colour = self.shape_colour(e)
-        return f"#C C {self.verbs[e.verb].text} the {self.colours[colour][0]} {self.shapes[shape]}"
+        return f"#C C {self.verbs[e.verb].phrase(f'{self.colours[colour][0]} {self.shapes[shape]}')}"
 
     def noun(self, e: Event) -> int:
         """Noun (shape) id of the handled object."""
@@ -116,7 +116,8 @@ def _scene(rng: np.random.Generator, i: int, n: int) -> Scene:
 
 def _timeline(rng: np.random.Generator, cfg: SynthConfig, duration: float) -> list[tuple[float, float]]:
     """Irregular (start, end) action times filling the video."""
-    spans, t = [], rng.uniform(0.5, 2.0)
+    spans: list[tuple[float, float]] = []
+    t = rng.uniform(0.5, 2.0)
     while True:
         length = rng.uniform(cfg.event_seconds_min, cfg.event_seconds_max)
         if t + length > duration - 0.5:
@@ -193,7 +194,7 @@ def plan_world(cfg: SynthConfig) -> World:
     """The deterministic plan of the world described by ``cfg`` (no files written)."""
     cfg.validate()
     rng = np.random.default_rng(cfg.seed)
-    verbs = tuple(v for pair in VERB_PAIRS[: cfg.num_verb_pairs] for v in pair)
+    verbs = cfg.verbs
     videos = _number_clips([_video(rng, cfg, v) for v in range(cfg.num_videos)])
     world = World(cfg, verbs, SHAPES[: cfg.num_shapes], COLOURS[: cfg.num_colours], tuple(videos), ())
     return dataclasses.replace(world, questions=_questions(world, rng))
@@ -250,7 +251,7 @@ def _questions(world: World, rng: np.random.Generator) -> tuple[Question, ...]:
     questions: list[Question] = []
     for qtype, count, build in ((1, world.config.num_mcq_inter, _inter), (2, world.config.num_mcq_intra, _intra)):
         made, tries = 0, 0
-        order = rng.permutation(len(held)) if held else []
+        order = rng.permutation(len(held)) if held else np.zeros(0, np.int64)
         while made < count and held and tries < 4 * count + len(held):
             q = held[order[tries % len(held)]]
             tries += 1
