@@ -37,7 +37,7 @@ from egovlp.data.egoclip_table import EgoClipTable, load_egoclip
 from egovlp.data.sampling import worker_rng
 from egovlp.data.tags import multi_hot
 from egovlp.data.text import clean_narration
-from egovlp.data.video_io import read_clip
+from egovlp.data.video_io import read_clip, resolve_chunk_seconds
 from egovlp.errors import VideoReadError
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,8 @@ class EgoClipDataset(Dataset):
         num_frames: frames per clip (F).
         transform: ``transform(clip_uint8 (F, H, W, 3), generator) -> (F, 3, H', W')`` float, e.g.
             :func:`~egovlp.data.transforms.train_transform`.
-        chunk_seconds: chunk length of the video layout (600 for EgoClip).
+        chunk_seconds: chunk length of the video layout (600 for EgoClip; <= 0: ``<video_root>/chunks.json``,
+            else 600).
         sample: ``"rand"`` (training) or ``"uniform"`` (segment middles).
         scene_negatives: return ``(sample, negative)`` pairs (see the module docstring).
         bad_input: ``"raise"`` or ``"skip"`` for unreadable videos; ``bad_rows`` the same for malformed CSV rows.
@@ -121,7 +122,7 @@ class EgoClipDataset(Dataset):
         video_root: str | os.PathLike,
         num_frames: int,
         transform: Transform | None = None,
-        chunk_seconds: float = 600.0,
+        chunk_seconds: float = 0.0,
         sample: str = "rand",
         scene_negatives: bool = False,
         bad_input: str = "raise",
@@ -137,7 +138,7 @@ class EgoClipDataset(Dataset):
         self.table = table if table is not None else load_egoclip(metadata_csv, bad_rows=bad_rows, max_rows=max_rows)
         self.table.check_tag_range(num_verbs, num_nouns)
         self.video_root, self.num_frames, self.transform = str(video_root), int(num_frames), transform
-        self.chunk_seconds, self.sample = float(chunk_seconds), sample
+        self.chunk_seconds, self.sample = resolve_chunk_seconds(video_root, chunk_seconds), sample
         self.scene_negatives, self.bad_input = bool(scene_negatives), bad_input
         self.num_verbs, self.num_nouns, self.text_cleaner = int(num_verbs), int(num_nouns), text_cleaner
         self.groups: SceneGroups | None = None

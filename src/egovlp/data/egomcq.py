@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from egovlp.data.bad_input import BadInputPolicy
 from egovlp.data.sampling import worker_rng
 from egovlp.data.text import clean_narration
-from egovlp.data.video_io import read_clip
+from egovlp.data.video_io import read_clip, resolve_chunk_seconds
 from egovlp.errors import DataError, VideoReadError
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class EgoMCQDataset(Dataset):
         video_root: str | os.PathLike,
         num_frames: int,
         transform: Callable[..., torch.Tensor] | None = None,
-        chunk_seconds: float = 600.0,
+        chunk_seconds: float = 0.0,
         sample: str = "uniform",
         reverse_frames: bool = False,
         bad_input: str = "raise",
@@ -144,7 +144,8 @@ class EgoMCQDataset(Dataset):
         self.policy = BadInputPolicy(bad_input)
         self.questions = load_egomcq(json_path)
         self.json_path, self.video_root = str(json_path), str(video_root)
-        self.num_frames, self.transform, self.chunk_seconds = int(num_frames), transform, float(chunk_seconds)
+        self.num_frames, self.transform = int(num_frames), transform
+        self.chunk_seconds = resolve_chunk_seconds(video_root, chunk_seconds)
         self.sample, self.reverse_frames, self.bad_input = sample, bool(reverse_frames), bad_input
         self.text_cleaner = text_cleaner
 

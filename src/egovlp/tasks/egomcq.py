@@ -36,7 +36,7 @@ MODES = ("dual", "fusion", "ensemble")
 class EgoMCQConfig:
     metadata: str = ""  # egomcq.json ("" = no EgoMCQ evaluation)
     video_root: str = ""  # <root>/<video_uid>/<k>.mp4
-    chunk_seconds: float = 600.0  # chunk length of the video layout (<= 0: read from <video_root>/chunks.json)
+    chunk_seconds: float = 0.0  # chunk length of the video layout; <= 0: <video_root>/chunks.json, else 600
     num_frames: int = at_least(1, 16)  # the release evaluates at 16 frames (the temporal embedding is interpolated)
     batch_size: int = at_least(1, 4)  # questions per batch (x 5 clips)
     num_workers: int = at_least(0, 2)

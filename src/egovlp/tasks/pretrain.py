@@ -48,7 +48,7 @@ class PretrainDataConfig:
     video_root: str = ""  # <root>/<video_uid>/<k>.mp4
     metadata: str = ""  # egoclip.csv
     tokenizer: str = ""  # directory with tokenizer.json or vocab.json + merges.txt
-    chunk_seconds: float = 600.0  # chunk length of the video layout (<= 0: read from <video_root>/chunks.json)
+    chunk_seconds: float = 0.0  # chunk length of the video layout; <= 0: <video_root>/chunks.json, else 600
     num_frames: int = at_least(1, 4)  # THE frame count of the run: the model's temporal embedding follows it
     text_max_length: int = at_least(2, 15)
     scene_negatives: bool = True  # one more clip from the same video and 60 s bucket per sample (batch x2)
