@@ -153,3 +153,11 @@ def test_mlm_masking_belongs_to_the_item_not_the_batch(small_world, tokenizer):
     assert (mixed["mlm_labels"] != -100).any()  # something was masked at p = 0.5
     assert ds[4][0]["mlm_seed"] == items[4]["mlm_seed"]  # the per-item stream makes the seed reproducible
     assert len({it["mlm_seed"] for it in items}) == len(items)
+
+
+def test_missing_init_paths_fail_at_start_naming_the_key(tmp_path, capsys):
+    """The demo's stage-2 config alone needs stage 1's text tower: the run says so before loading any data."""
+    assert main(["pretrain", "--config", "pretrain/demo", f"train.output_dir={tmp_path}"]) == 1
+    err = capsys.readouterr().err
+    assert "init.roberta=demo/text/roberta: no such file or folder" in err and "pretrain-text" in err
+    assert not (tmp_path / "train.log").exists()

@@ -96,6 +96,20 @@ def with_frames(cfg: T) -> T:
     return dataclasses.replace(cfg, model=dataclasses.replace(model, video=video))  # type: ignore[type-var]
 
 
+def check_init_paths(cfg: Any) -> None:
+    """ConfigError at start (not after the data has loaded) for an ``init.*`` path that does not exist."""
+    init = getattr(cfg, "init", None)
+    for f in dataclasses.fields(init) if init is not None else ():
+        value = getattr(init, f.name)
+        if value and not Path(value).exists():
+            hint = (
+                " (a RoBERTa folder: roberta-base, or what `egovlp pretrain-text` writes)"
+                if f.name == "roberta"
+                else ""
+            )
+            raise ConfigError(f"init.{f.name}={value}: no such file or folder{hint}")
+
+
 def run_training(cfg: Any, tokenizer_dir: str, make_task: Callable, finish: Callable) -> Any:
     """The frame every training command shares; returns ``finish(model, result)`` on rank 0, None on other ranks.
 
@@ -112,6 +126,7 @@ def run_training(cfg: Any, tokenizer_dir: str, make_task: Callable, finish: Call
     from egovlp.utils.logging import add_log_file, setup_logging
 
     cfg = with_frames(cfg)
+    check_init_paths(cfg)
     dist = init_distributed(cfg.train.device)
     setup_logging(logging.getLogger("egovlp").level or logging.INFO, rank=dist.rank)
     add_log_file(Path(cfg.train.output_dir) / "train.log", rank=dist.rank)
