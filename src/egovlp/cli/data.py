@@ -4,6 +4,7 @@ egovlp data synth --out data/synth [seed=1 num_videos=8 ...]      synthetic worl
 egovlp data prepare-videos --src ego4d/full_scale --dst ego4d/chunked  resize to short side 256, 600 s chunks
 egovlp data build-egoclip --narrations narration.json --verb-taxonomy narration_verb_taxonomy.csv \\
     --noun-taxonomy narration_noun_taxonomy.csv [--ego4d-json ego4d.json] --out egoclip.csv
+egovlp data tokenizer --corpus egoclip.csv|texts.txt --vocab-size 8000 --out my_tokenizer [--kind wordpiece]
 """
 
 from __future__ import annotations
@@ -47,6 +48,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", required=True, help="output egoclip.csv")
     b.set_defaults(func=run_build_egoclip)
 
+    t = commands.add_parser(
+        "tokenizer",
+        help="train a tokenizer (byte-level BPE or WordPiece) on your own narrations",
+        description="Train a tokenizer offline on a corpus and write it to a folder for data.tokenizer=DIR. The "
+        "trainer keeps every character seen (a BPE all 256 bytes), so a small --vocab-size can be exceeded.",
+    )
+    t.add_argument(
+        "--corpus",
+        required=True,
+        help="an EgoClip CSV (.csv/.tsv: its clip_text column, cleaned) or a text file (one text per non-empty line)",
+    )
+    t.add_argument("--vocab-size", type=int, required=True, help="vocabulary size to aim for, special tokens included")
+    t.add_argument("--out", required=True, help="output folder (tokenizer.json + vocab.json/merges.txt or vocab.txt)")
+    t.add_argument(
+        "--kind",
+        choices=("bpe", "wordpiece"),
+        default="bpe",
+        help="bpe: RoBERTa byte-level BPE, <s> A </s> (default); wordpiece: BERT WordPiece uncased, [CLS] A [SEP]",
+    )
+    t.add_argument("--min-frequency", type=int, default=2, help="occurrences a merge/subword needs (default 2)")
+    t.add_argument("--force", action="store_true", help="replace a tokenizer already in --out")
+    t.set_defaults(func=run_tokenizer)
+
 
 def run_synth(args: argparse.Namespace) -> int:
     from egovlp.config import load_config
@@ -88,4 +112,37 @@ def run_build_egoclip(args: argparse.Namespace) -> int:
         alpha=args.alpha,
     )
     print(f"wrote {n} rows to {args.out}")
+    return 0
+
+
+def run_tokenizer(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from egovlp.data.corpus import read_corpus
+    from egovlp.data.tokenizer import TOKENIZER_FILES, Tokenizer
+    from egovlp.errors import ConfigError
+
+    for flag, value in (("--vocab-size", args.vocab_size), ("--min-frequency", args.min_frequency)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    existing = [name for name in TOKENIZER_FILES if (out / name).exists()]
+    if existing and not args.force:
+        raise ConfigError(f"{out} already holds a tokenizer ({', '.join(existing)}); pass --force to replace it")
+    texts = read_corpus(args.corpus)
+    for name in existing:  # --force: no file of the previous tokenizer may stay beside the new one
+        (out / name).unlink()
+    tok = Tokenizer.train(texts, args.vocab_size, out, min_frequency=args.min_frequency, kind=args.kind)
+    written = ", ".join(name for name in TOKENIZER_FILES if (out / name).is_file())
+    specials = ", ".join(f"{token} {i}" for token, i in tok.special_token_ids().items())
+    print(
+        f"wrote a {tok.kind} tokenizer of {tok.vocab_size} tokens, trained on {len(texts)} texts of {args.corpus}, "
+        f"to {out} ({written}); special ids: {specials}"
+    )
+    print(
+        f"use it with data.tokenizer={out} model.text.vocab_size={tok.vocab_size} (or more) "
+        f"model.text.pad_token_id={tok.pad_id}"
+    )
     return 0

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from egovlp.data.tokenizer import Tokenizer
-from egovlp.errors import ConfigError, DataError
+from egovlp.errors import DataError
 from egovlp.models.config import ModelConfig
 from egovlp.train.distributed import DistInfo, gather_objects
 from egovlp.train.sampler import ShardedEvalSampler
@@ -53,12 +53,9 @@ def table_row(name: str, values: Sequence[float], width: int = 10) -> str:
 
 
 def check_vocab(tokenizer: Tokenizer, model_cfg: ModelConfig) -> None:
-    """Raise ConfigError when the tokenizer has ids the model's text embedding cannot hold."""
-    if tokenizer.vocab_size > model_cfg.text.vocab_size:
-        raise ConfigError(
-            f"the tokenizer {tokenizer.source} has {tokenizer.vocab_size} tokens but the model's text vocabulary "
-            f"has {model_cfg.text.vocab_size}"
-        )
+    """Raise ConfigError when the tokenizer has ids the model's text embedding cannot hold, or pads with another id
+    than the text tower's ``pad_token_id`` (RoBERTa's positions count from it)."""
+    tokenizer.check_model(model_cfg.text.vocab_size, model_cfg.text.pad_token_id)
 
 
 def sharded_loader(dataset: Dataset, batch_size: int, num_workers: int, dist: DistInfo, collate) -> DataLoader:

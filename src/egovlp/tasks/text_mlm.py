@@ -24,10 +24,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from egovlp.config import at_least, rule
-from egovlp.data.egoclip_table import load_egoclip
-from egovlp.data.text import clean_narration
+from egovlp.data.corpus import read_corpus
 from egovlp.data.tokenizer import Tokenizer, mask_tokens
-from egovlp.errors import ConfigError, DataError
+from egovlp.errors import ConfigError
 from egovlp.losses.mlm import global_label_count, mlm_loss
 from egovlp.models.config import ModelConfig
 from egovlp.models.factory import InitConfig
@@ -68,23 +67,6 @@ class TextMLMConfig:
     data: TextCorpusConfig = field(default_factory=TextCorpusConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, new_param_lr_mult=1.0))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/pretrain_text", max_steps=10000))
-
-
-def read_corpus(path: str | Path, max_rows: int = 0) -> list[str]:
-    """Narrations of ``path``: an EgoClip CSV (``clip_text``, cleaned) or a text file (one per non-empty line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"text corpus not found: {path}")
-    if path.suffix.lower() in (".csv", ".tsv"):
-        table = load_egoclip(path, max_rows=max_rows or None)
-        texts = [clean_narration(table.text(i)) for i in range(len(table))]
-    else:
-        lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-        texts = [line for line in lines if line]
-        texts = texts[:max_rows] if max_rows else texts
-    if not texts:
-        raise DataError(f"{path}: the corpus holds no text")
-    return texts
 
 
 class MaskedTexts(Dataset):
