@@ -49,7 +49,7 @@ class EgoMCQEvalConfig:
     """``egovlp evaluate egomcq``: the model comes from ``--checkpoint``."""
 
     data: EgoMCQConfig = field(default_factory=EgoMCQConfig)
-    tokenizer: str = ""  # tokenizer directory (roberta-base: vocab.json + merges.txt or tokenizer.json)
+    tokenizer: str = ""  # tokenizer folder: tokenizer.json, vocab.json + merges.txt (BPE) or vocab.txt (WordPiece)
     device: str = "auto"
 
 

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 class PretrainDataConfig:
     video_root: str = ""  # <root>/<video_uid>/<k>.mp4
     metadata: str = ""  # egoclip.csv
-    tokenizer: str = ""  # directory with tokenizer.json or vocab.json + merges.txt
+    tokenizer: str = ""  # tokenizer folder: tokenizer.json, vocab.json + merges.txt (BPE) or vocab.txt (WordPiece)
     chunk_seconds: float = 0.0  # chunk length of the video layout; <= 0: <video_root>/chunks.json, else 600
     num_frames: int = at_least(1, 4)  # THE frame count of the run: the model's temporal embedding follows it
     text_max_length: int = at_least(2, 15)

@@ -50,7 +50,7 @@ _HEAD_PREFIXES = ("cross_modal_text_transform.", "mlm_score.")
 @dataclass(frozen=True)
 class TextCorpusConfig:
     corpus: str = ""  # egoclip.csv (its clip_text column, cleaned) or a text file with one narration per line
-    tokenizer: str = ""  # directory with tokenizer.json or vocab.json + merges.txt
+    tokenizer: str = ""  # tokenizer folder: tokenizer.json, vocab.json + merges.txt (BPE) or vocab.txt (WordPiece)
     text_max_length: int = at_least(2, 15)
     batch_size: int = at_least(1, 64)
     num_workers: int = at_least(0, 0)
