@@ -51,7 +51,7 @@ def test_freeze_towers_keeps_fusion_trainable_and_frozen_weights_fixed():
     from egovlp.train.optim import freeze_towers
 
     model = create_model("egovlpv2-tiny")
-    frozen = set(freeze_towers(model, ["text"]))
+    frozen = set(freeze_towers(model, ["text"], model.is_new_parameter))
     assert "text_model.embeddings.word_embeddings.weight" in frozen
     assert "text_model.encoder.layer.3.attention.self.query.weight" in frozen
     assert not any("crossattention_t2i" in n or "alpha_t2i" in n for n in frozen)  # fusion modules still train
@@ -59,7 +59,7 @@ def test_freeze_towers_keeps_fusion_trainable_and_frozen_weights_fixed():
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable.isdisjoint(frozen) and "text_model.encoder.layer.3.alpha_t2i" in trainable
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = build_optimizer(model, OptimConfig(lr=1e-2))
+    opt = build_optimizer(model, OptimConfig(lr=1e-2), model.is_new_parameter, model.no_weight_decay)
     video, ids = torch.randn(2, 4, 3, 32, 32), torch.randint(3, 100, (2, 6))
     with torch.no_grad():
         for n, p in model.named_parameters():

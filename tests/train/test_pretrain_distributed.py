@@ -20,7 +20,7 @@ import pytest
 from helpers import tiny_pretrain_overrides
 
 WORKER = Path(__file__).with_name("pretrain_dist_worker.py")
-DEMO = Path(__file__).resolve().parents[2] / "configs" / "pretrain" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "src" / "egovlp" / "configs" / "pretrain" / "demo.yaml"
 WORLD_SIZE = 2
 TIMEOUT_S = 150
 SCENARIOS = ("egonce_full", "egonce_local", "all_losses")

@@ -25,7 +25,7 @@ from egovlp.tasks.text_mlm import (
 )
 from helpers import as_overrides, kill_and_resume, tiny_pretrain_overrides
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "egovlp" / "configs" / "pretrain"
 TEXT_CONFIG, DEMO = CONFIGS / "demo_text.yaml", CONFIGS / "demo.yaml"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -92,8 +92,8 @@ def weight_file(path: str | Path) -> Path:
     if not path.is_file():
         raise CheckpointError(f"weight file not found: {path}")
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # a zip archive (torch.save) or a raw pickle
+        head = f.read(9)  # safetensors: an 8-byte header length, then the JSON header's "{"
+    if head[8:9] != b"{" and (head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"):  # torch.save zip, raw pickle
         raise CheckpointError(
             f"{path} is a PyTorch pickle (an official release checkpoint?), not an egovlp weight file: convert it "
             f"once with `egovlp convert {path} --out {path.with_suffix('.safetensors').name}`"
@@ -127,7 +127,8 @@ def read_model_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
             raise CheckpointError(f"{path} has no embedded model config and no {sidecar.name} beside it")
         text = sidecar.read_text()
     try:
-        family = OmegaConf.create(text).get("family", "egovlpv2")
+        conf = OmegaConf.create(text)
+        family = conf.get("family", "egovlpv2") if isinstance(conf, DictConfig) else "egovlpv2"
     except Exception as e:  # yaml errors
         raise CheckpointError(f"{path}: its embedded model config is not valid YAML: {e}") from None
     try:

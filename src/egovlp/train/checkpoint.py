@@ -13,6 +13,7 @@ atomically, so a run killed at any moment leaves either the previous or the new 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -34,8 +35,8 @@ MODEL_FILE = "model.safetensors"
 
 def rng_state() -> dict[str, Any]:
     """Python, NumPy, torch CPU and CUDA random states as tensors/plain values (safe for ``weights_only``)."""
-    np_state = np.random.get_state()
-    state = {
+    np_state: tuple[Any, ...] = tuple(np.random.get_state())
+    state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
         "torch": torch.get_rng_state(),
@@ -55,26 +56,45 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(root: str | Path, step: int, model, train_state: dict[str, Any], keep_last: int = 2) -> Path:
-    """Write ``step_<step>/`` atomically under ``root``, point ``latest`` at it and prune older checkpoints."""
+    """Write ``step_<step>/`` atomically under ``root``, point ``latest`` at it and prune older checkpoints.
+
+    A failed write (disk full, permissions) raises :class:`CheckpointError` naming the folder and the cause and
+    leaves no temporary folder behind; the previous checkpoint and ``latest`` stay as they were.
+    """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
     final, tmp = root / name, root / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_weights(model, tmp / MODEL_FILE)
-    torch.save({**train_state, "step": step}, tmp / STATE_FILE)
-    _fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
     latest_tmp = root / f".latest.tmp-{os.getpid()}"
-    latest_tmp.write_text(name + "\n")
-    os.replace(latest_tmp, root / "latest")
-    _fsync_dir(root)
-    _prune(root, keep_last)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_weights(model, tmp / MODEL_FILE)
+        torch.save({**train_state, "step": step}, tmp / STATE_FILE)
+        _fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        latest_tmp.write_text(name + "\n")
+        os.replace(latest_tmp, root / "latest")
+        _fsync_dir(root)
+    except Exception as e:  # OSError, torch's RuntimeError, SafetensorError: all mean the write failed
+        shutil.rmtree(tmp, ignore_errors=True)
+        latest_tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot save the checkpoint {final}: {_cause(e)}") from e
+    _prune(root, keep_last, step)
     log.info("saved checkpoint %s", final)
     return final
+
+
+def _cause(e: BaseException) -> str:
+    """A short reason for a failed write: the errno text (e.g. "No space left on device") when there is one."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return f"{os.strerror(e.errno)} (errno {errno.errorcode.get(e.errno, e.errno)})"
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "unexpected pos" in text or "enforce fail" in text:  # torch's zip writer on a full disk
+        return f"the write failed, most likely no space left on the device ({text[:200]})"
+    return text[:300]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -91,12 +111,19 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _prune(root: Path, keep_last: int) -> None:
+def _prune(root: Path, keep_last: int, current: int) -> None:
+    """Keep the ``keep_last`` newest checkpoints up to step ``current`` (this run's); never touch later ones."""
     if keep_last <= 0:
         return
-    done = sorted(p for p in root.glob("step_*") if p.is_dir() and (p / STATE_FILE).is_file())
+    steps = {p: _step(p) for p in root.glob("step_*") if p.is_dir() and (p / STATE_FILE).is_file()}
+    done = sorted(p for p, s in steps.items() if s is not None and s <= current)
     for old in done[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _step(path: Path) -> int | None:
+    digits = path.name[len("step_") :]
+    return int(digits) if digits.isdigit() else None
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:

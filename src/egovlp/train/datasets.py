@@ -39,10 +39,10 @@ class TrainingDataset(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        n = len(self.dataset)
+        n = len(self.dataset)  # type: ignore[arg-type]
         for attempt in range(self.max_retries + 1):
             i = (index + attempt * _STRIDE) % n
             with torch.random.fork_rng(devices=[]):  # leave the caller's stream (dropout) untouched

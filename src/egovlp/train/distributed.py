@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from egovlp.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -30,12 +32,29 @@ class DistInfo:
 
 
 def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"``: this process's CUDA device when CUDA is available, else the CPU."""
+    """``"auto"``: this process's CUDA device when CUDA is available, else the CPU.
+
+    Raises :class:`~egovlp.errors.ConfigError` (key ``train.device``) for a CUDA device this machine does not have.
+    """
     if spec == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N, got {spec!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"config key 'train.device' is {spec!r} but CUDA is not available on this machine; "
+                "use train.device=auto or cpu"
+            )
+        if device.index is None:
+            device = torch.device(f"cuda:{local_rank}")
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"config key 'train.device' names {device} but this machine has {torch.cuda.device_count()} "
+                "CUDA device(s)"
+            )
     return device
 
 
@@ -86,3 +105,12 @@ def gather_objects(obj: object) -> list:
         dist.all_gather_object(out, obj)
         return out
     return [obj]
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    """Rank ``src``'s ``obj`` on every rank (``obj`` itself when single-process). Picklable, small objects only."""
+    if dist.is_available() and dist.is_initialized():
+        box = [obj]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+    return obj
