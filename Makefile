@@ -29,6 +29,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy src/egovlp
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
@@ -40,4 +41,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/pretrain_step.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache build dist

@@ -1,4 +1,8 @@
-"""Project-wide test set-up: deterministic, single-threaded torch so tests are repeatable and cheap on 2 cores."""
+"""Project-wide test set-up: deterministic, single-threaded torch so tests are repeatable and cheap on 2 cores.
+
+Every test has a 300 s timeout (``timeout`` in pyproject's pytest options; ``@pytest.mark.timeout(N)`` changes it);
+tests marked ``gpu`` run only where CUDA is present.
+"""
 
 import os
 
@@ -7,6 +11,16 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are skipped, with the reason, where torch sees no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="CUDA not available")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     spec = get_task(args.task)
     if not args.checkpoint:
         raise ConfigError("--checkpoint is required (egovlp .safetensors weights)")
-    cfg = load_experiment_config(spec.eval_schema, args.config, args.overrides, group="eval")
+    cfg: Any = load_experiment_config(spec.eval_schema, args.config, args.overrides, group="eval")
     check_required(cfg, spec.required, spec.name)
     metrics = evaluate(spec.name, cfg, args.checkpoint)
     if metrics is None:

@@ -52,6 +52,7 @@ def finetune(task_name: str, cfg: Any):
         )
         return result
 
+    assert spec.make_task is not None
     return run_training(cfg, cfg.data.tokenizer, spec.make_task, finish)
 
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     parse_trailing_options(args, ("config",))
     spec = get_task(resolve_task(args.task, finetune=True))
     assert spec.finetune_schema is not None
-    cfg = load_experiment_config(spec.finetune_schema, args.config, args.overrides, group="finetune")
+    cfg: Any = load_experiment_config(spec.finetune_schema, args.config, args.overrides, group="finetune")
     check_required(cfg, spec.finetune_required, spec.name)
     result = finetune(spec.name, cfg)
     if result is None:

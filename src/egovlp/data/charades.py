@@ -170,7 +170,9 @@ def read_charades_csv(
         first_person_only: keep only ids ending in ``EGO`` (the count dropped is logged).
     """
     path = Path(path)
-    videos, seen, dropped = [], {}, 0
+    videos: list[CharadesVideo] = []
+    seen: dict[str, int] = {}  # video id -> line
+    dropped = 0
     for line, rec in read_csv_records(path, ("id", "actions")):
         vid = rec["id"].strip()
         if not vid:

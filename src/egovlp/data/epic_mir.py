@@ -268,7 +268,8 @@ def _clip_from_record(path: Path, line: int, rec: dict[str, str]) -> EpicClip:
 def read_epic_mir_clips(path: str | Path) -> tuple[EpicClip, ...]:
     """Read ``EPIC_100_retrieval_{split}.csv`` (rows in file order). Raises DataError naming file, line, column."""
     path = Path(path)
-    clips, seen = [], {}
+    clips: list[EpicClip] = []
+    seen: dict[str, int] = {}  # narration_id -> line
     for line, rec in read_csv_records(path, CLIP_COLUMNS):
         clip = _clip_from_record(path, line, rec)
         if clip.narration_id in seen:

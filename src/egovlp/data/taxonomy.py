@@ -84,7 +84,8 @@ def load_taxonomy(path: str | os.PathLike) -> Taxonomy:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such taxonomy file")
-    labels, groups = [], []
+    labels: list[str] = []
+    groups: list[list[str]] = []
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "label" not in reader.fieldnames:

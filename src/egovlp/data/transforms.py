@@ -108,7 +108,9 @@ class TrainTransform:
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         hflip: bool = True,
     ) -> None:
-        self.size, self.scale, self.ratio, self.hflip = int(size), tuple(scale), tuple(ratio), bool(hflip)
+        self.size, self.hflip = int(size), bool(hflip)
+        self.scale: tuple[float, float] = (float(scale[0]), float(scale[1]))  # lists from YAML become tuples
+        self.ratio: tuple[float, float] = (float(ratio[0]), float(ratio[1]))
 
     def __call__(self, clip: np.ndarray | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 clip -> float32 ``(F, 3, size, size)``; randomness from ``generator`` (torch's global one if None)."""

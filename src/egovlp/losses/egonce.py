@@ -85,8 +85,10 @@ def positive_mask(
         return mask
     shared = torch.ones(n, n, dtype=torch.bool, device=device)
     if need_verb:
+        assert verb is not None  # checked above
         shared &= _shares_a_tag(verb.to(device))
     if need_noun:
+        assert noun is not None
         shared &= _shares_a_tag(noun.to(device))
     return mask | shared
 

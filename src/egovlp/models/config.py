@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from egovlp.errors import ConfigError
 
 PROJECTORS = ("mlp", "small", "none")
-TEXT_TOWERS = ("roberta",)  # text tower implementations (egovlp.models.text.TEXT_TOWERS)
+TEXT_TOWERS = ("roberta", "distilbert")  # text tower implementations (egovlp.models.text.TEXT_TOWERS)
+#: families whose configs are ModelConfig (built by the EgoVLPv2 class): frozen = Frozen-in-Time / EgoVLP (v1)
+MODEL_CONFIG_FAMILIES = ("egovlpv2", "frozen")
 
 
 @dataclass(frozen=True)
@@ -70,14 +72,22 @@ class ModelConfig:
     grad_checkpointing: bool = False
     attn_impl: str = "sdpa"  # "sdpa" | "reference"
     init_std: float = 0.02  # std of random initial weights (BERT/ViT 0.02 at width 768; ~1/sqrt(width) if narrow)
+    # initial value of every fusion gate (alpha_i2t, alpha_t2i); release: 0, so a fresh model is two towers and the
+    # cross-attention weights get no gradient until the gates have grown (docs/demo.md: too slow for a tiny demo run)
+    fusion_gate_init: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.family != "egovlpv2":
-            raise ConfigError(f"model.family={self.family!r} is not EgoVLPv2's config (family 'egovlpv2')")
+        if self.family not in MODEL_CONFIG_FAMILIES:
+            raise ConfigError(f"model.family={self.family!r} is not a family of this config {MODEL_CONFIG_FAMILIES}")
         if self.text.kind not in TEXT_TOWERS:
             raise ConfigError(f"model.text.kind must be one of {TEXT_TOWERS}, got {self.text.kind!r}")
         if self.projector not in PROJECTORS:
             raise ConfigError(f"model.projector must be one of {PROJECTORS}, got {self.projector!r}")
+        if self.num_fusion_layers and (self.family == "frozen" or self.text.kind == "distilbert"):
+            raise ConfigError(
+                f"model.num_fusion_layers must be 0 for the {self.family} family / {self.text.kind} text tower "
+                f"(a dual encoder without cross-attention), got {self.num_fusion_layers}"
+            )
         if not 0 <= self.num_fusion_layers <= min(self.video.depth, self.text.depth):
             raise ConfigError(
                 f"model.num_fusion_layers={self.num_fusion_layers} must be between 0 and "

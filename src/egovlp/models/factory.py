@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from egovlp.errors import ConfigError
 from egovlp.models.registry import create_model
 from egovlp.models.video import resize_temporal_embed
 from egovlp.models.weights import load_state_dict_strict, load_weights
@@ -40,12 +41,14 @@ def build_model(cfg: Any, checkpoint: str = "", vit: str = "", roberta: str = ""
         load_state_dict_strict(model, state, checkpoint)
         log.info("loaded %s", checkpoint)
         return model
-    if vit:
-        from egovlp.models.pretrained import load_vit
+    if vit or roberta:
+        from egovlp.models.model import EgoVLPv2
+        from egovlp.models.pretrained import load_roberta, load_vit
 
-        load_vit(model, vit)
-    if roberta:
-        from egovlp.models.pretrained import load_roberta
-
-        load_roberta(model, roberta)
+        if not isinstance(model, EgoVLPv2):
+            raise ConfigError(f"init.vit / init.roberta initialise EgoVLPv2-family towers, not a {cfg.family} model")
+        if vit:
+            load_vit(model, vit)
+        if roberta:
+            load_roberta(model, roberta)
     return model

@@ -8,6 +8,8 @@ benchmarks compare their speed. Modules that attend carry an ``attn_impl`` attri
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,7 +64,7 @@ def set_attention_impl(module: nn.Module, impl: str) -> None:
         raise ValueError(f"unknown attention implementation {impl!r}; expected one of {ATTENTION_IMPLS}")
     for m in module.modules():
         if hasattr(m, "attn_impl"):
-            m.attn_impl = impl
+            cast(Any, m).attn_impl = impl  # a plain attribute of the attention modules, not a parameter or buffer
 
 
 def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -19,7 +19,7 @@ import dataclasses
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,7 @@ from egovlp.models.config import ModelConfig
 from egovlp.models.fusion import FusedSpaceAttention
 from egovlp.models.heads import MLMHead, Pooler, VTMHead, build_projector
 from egovlp.models.layers import additive_mask, init_linear_, set_attention_impl
-from egovlp.models.text import build_text_tower
+from egovlp.models.text import TextTower, build_text_tower
 from egovlp.models.video import SpaceTimeTransformer, resize_temporal_embed
 
 # Parameters that are new relative to the ImageNet ViT / roberta-base initialisation: heads, projectors and fusion.
@@ -82,18 +82,28 @@ class EgoVLPv2(nn.Module):
                 self.mlm_score = MLMHead(t.width, t.vocab_size)
         if cfg.init_std != 0.02:  # the towers initialise themselves with the BERT/ViT value 0.02
             self.video_model.reset_parameters(cfg.init_std)
-            self.text_model.reset_parameters(cfg.init_std)
+            self._text_tower.reset_parameters(cfg.init_std)
         for name, module in self.named_children():
             if name not in ("video_model", "text_model"):
                 module.apply(functools.partial(init_linear_, std=cfg.init_std))
+        if cfg.fusion_gate_init:  # open the gates at start (release: 0); see ModelConfig.fusion_gate_init
+            with torch.no_grad():
+                for name, p in self.named_parameters():
+                    if name.endswith(("alpha_i2t", "alpha_t2i")):
+                        p.fill_(cfg.fusion_gate_init)
         self.set_grad_checkpointing(cfg.grad_checkpointing)
         set_attention_impl(self, cfg.attn_impl)
+
+    @property
+    def _text_tower(self) -> TextTower:
+        """``text_model`` (an ``nn.Module``) seen through the :class:`TextTower` interface the fusion model uses."""
+        return cast(TextTower, self.text_model)
 
     # ----------------------------------------------------------------------------------------------- switches
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block / layer in the backward pass instead of storing its activations."""
         self.video_model.grad_checkpointing = enabled
-        self.text_model.grad_checkpointing = enabled
+        self._text_tower.grad_checkpointing = enabled
 
     def set_attention_impl(self, impl: str) -> None:
         """ "sdpa" (fast) or "reference" (explicit softmax attention)."""
@@ -162,10 +172,10 @@ class EgoVLPv2(nn.Module):
 
     def text_lower(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Text tokens through the unfused layers: ``(B, L) -> (B, L, Dt)``."""
-        h = self.text_model.embeddings(input_ids)
+        h = self._text_tower.embeddings(input_ids)
         mask = additive_mask(attention_mask, h.dtype)
         for i in range(self.first_fused_text):
-            h = self.text_model.run_layer(i, h, mask)
+            h = self._text_tower.run_layer(i, h, mask)
         return h
 
     def fuse_upper(
@@ -195,7 +205,7 @@ class EgoVLPv2(nn.Module):
             if not (last and video_out == "none"):
                 i = self.first_fused_video + k
                 new_video = self.video_model.run_block(i, video, num_frames, text, mask, last and video_out == "cls")
-            text = self.text_model.run_layer(self.first_fused_text + k, text, mask, video)
+            text = self._text_tower.run_layer(self.first_fused_text + k, text, mask, video)
             if new_video is None:  # the last layer with video_out="none": its video block was skipped
                 return FusedOutput(None, text)
             video = new_video

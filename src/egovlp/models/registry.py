@@ -37,8 +37,8 @@ __all__ = [
     "register_model",
 ]
 
-#: modules that register further families when imported (none yet besides the built-in EgoVLPv2)
-FAMILY_MODULES: tuple[str, ...] = ()
+#: modules that register further families when imported (EgoVLPv2 is registered below)
+FAMILY_MODULES: tuple[str, ...] = ("egovlp.models.frozen",)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from egovlp.models.config import TextConfig
+from egovlp.models.distilbert import DistilBertModel
 from egovlp.models.fusion import TextCrossAttention
 from egovlp.models.layers import additive_mask, attention, init_linear_, merge_heads, split_heads
 
@@ -186,7 +187,10 @@ class TextTower(Protocol):
 
 
 #: text tower implementations by ``TextConfig.kind``: ``(cfg, num_fusion_layers, video_dim) -> module``
-TEXT_TOWERS: dict[str, Callable[[TextConfig, int, int], nn.Module]] = {"roberta": RobertaModel}
+TEXT_TOWERS: dict[str, Callable[[TextConfig, int, int], nn.Module]] = {
+    "roberta": RobertaModel,
+    "distilbert": DistilBertModel,
+}
 
 
 def build_text_tower(cfg: TextConfig, num_fusion_layers: int, video_dim: int) -> nn.Module:

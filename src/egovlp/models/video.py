@@ -15,6 +15,8 @@ so that official and timm weights load by name.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +25,9 @@ from torch.utils.checkpoint import checkpoint
 
 from egovlp.models.config import VideoConfig
 from egovlp.models.layers import DropPath, Mlp, attention, init_linear_, merge_heads, split_heads
+
+if TYPE_CHECKING:
+    from egovlp.models.fusion import FusedSpaceAttention
 
 
 class SpaceTimeAttention(nn.Module):
@@ -90,11 +95,11 @@ def _ungroup(t: torch.Tensor, b: int, f: int, p: int, axis: str) -> torch.Tensor
 class SpaceTimeBlock(nn.Module):
     """Divided space-time block; ``attn`` may be a fused space attention (see ``egovlp.models.fusion``)."""
 
-    def __init__(self, cfg: VideoConfig, drop_path: float = 0.0, space_attn: nn.Module | None = None) -> None:
+    def __init__(self, cfg: VideoConfig, drop_path: float = 0.0, space_attn: SpaceTimeAttention | None = None) -> None:
         super().__init__()
         dim = cfg.width
         self.norm1 = nn.LayerNorm(dim, eps=cfg.ln_eps)
-        self.attn = space_attn or SpaceTimeAttention(dim, cfg.num_heads, cfg.qkv_bias, cfg.dropout)
+        self.attn: SpaceTimeAttention = space_attn or SpaceTimeAttention(dim, cfg.num_heads, cfg.qkv_bias, cfg.dropout)
         self.timeattn = SpaceTimeAttention(dim, cfg.num_heads, cfg.qkv_bias, cfg.dropout)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=cfg.ln_eps)
@@ -121,7 +126,8 @@ class SpaceTimeBlock(nn.Module):
         else:
             a = self.attn(self.norm1(t), num_frames, "space")
         if text is not None:
-            a = a + self.attn.alpha_i2t * self.attn.cross_attend(a, text, text_mask)
+            fused = cast("FusedSpaceAttention", self.attn)  # only fused blocks are given text
+            a = a + fused.alpha_i2t * fused.cross_attend(a, text, text_mask)
         x = x + self.drop_path(a)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -142,7 +148,7 @@ class PatchEmbed(nn.Module):
 class SpaceTimeTransformer(nn.Module):
     """The video tower. ``forward`` gives the dual-encoder feature ``norm(x)[:, 0]`` of shape ``(B, D)``."""
 
-    def __init__(self, cfg: VideoConfig, fused_space_attn: dict[int, nn.Module] | None = None) -> None:
+    def __init__(self, cfg: VideoConfig, fused_space_attn: Mapping[int, SpaceTimeAttention] | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         fused_space_attn = fused_space_attn or {}
@@ -169,11 +175,13 @@ class SpaceTimeTransformer(nn.Module):
         else:
             nn.init.zeros_(self.temporal_embed)
         for blk in self.blocks:
-            nn.init.zeros_(blk.timeattn.qkv.weight)
-            if blk.timeattn.qkv.bias is not None:
-                nn.init.zeros_(blk.timeattn.qkv.bias)
-            nn.init.ones_(blk.timeattn.proj.weight)
-            nn.init.zeros_(blk.timeattn.proj.bias)
+            assert isinstance(blk, SpaceTimeBlock)
+            time_attn = blk.timeattn
+            nn.init.zeros_(time_attn.qkv.weight)
+            if time_attn.qkv.bias is not None:
+                nn.init.zeros_(time_attn.qkv.bias)
+            nn.init.ones_(time_attn.proj.weight)
+            nn.init.zeros_(time_attn.proj.bias)
 
     def embed(self, video: torch.Tensor, cls_token: torch.Tensor | None = None) -> torch.Tensor:
         """Pixels ``(B, F, 3, H, W)`` -> tokens ``(B, 1 + F*P, D)`` with positional and temporal embeddings.

@@ -18,12 +18,11 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from egovlp.config import at_least, greater_than, one_of
 from egovlp.data.charades import load_charades_ego
@@ -36,6 +35,7 @@ from egovlp.losses import EgoNCELoss
 from egovlp.metrics import charades_map
 from egovlp.models.config import ModelConfig
 from egovlp.models.factory import InitConfig
+from egovlp.models.model import EgoVLPv2
 from egovlp.models.registry import get_model_config
 from egovlp.tasks.registry import TaskSpec, register_task
 from egovlp.tasks.shared import (
@@ -43,6 +43,7 @@ from egovlp.tasks.shared import (
     check_vocab,
     encode_texts,
     encode_videos,
+    first_items,
     gather_shards,
     sharded_loader,
     table_row,
@@ -121,7 +122,7 @@ class CharadesConfig:
 
 
 def _load(data: CharadesData, split: str):
-    return load_charades_ego(data.annotation_dir, split, data.classes_file or None)
+    return load_charades_ego(data.annotation_dir, cast(Any, split), data.classes_file or None)
 
 
 class CharadesEvaluator:
@@ -139,11 +140,10 @@ class CharadesEvaluator:
         self.data, self.cfg, self.tokenizer, self.dist = data, cfg, tokenizer, dist
         self.progress = "Charades-Ego videos" if progress and dist.is_main else ""
         self.annotations = _load(data, cfg.split)
-        dataset: Dataset = CharadesVideoDataset(
+        videos = CharadesVideoDataset(
             self.annotations, data.video_root, data.num_frames, eval_transform(img_size), cfg.bad_input
         )
-        if cfg.max_videos:
-            dataset = torch.utils.data.Subset(dataset, range(min(cfg.max_videos, len(dataset))))
+        dataset = first_items(videos, cfg.max_videos)
         self.loader = sharded_loader(dataset, cfg.batch_size, cfg.num_workers, dist, ClipCollate())
 
     @torch.no_grad()
@@ -151,7 +151,7 @@ class CharadesEvaluator:
         with model.frames(self.data.num_frames):
             local = encode_videos(model, self.loader, self.dist.device, ("label",), self.progress)
             videos = gather_shards(local, self.dist)
-        if not self.dist.is_main:
+        if videos is None:  # not rank 0
             return {}
         prompts = encode_texts(
             model, self.tokenizer, self.annotations.prompts, self.dist.device, max_length=self.cfg.prompt_max_length
@@ -178,6 +178,8 @@ class CharadesEvaluator:
 
 
 class CharadesModule(TaskModule):
+    model: EgoVLPv2
+
     """``forward(batch)`` -> ``{"loss"}``: symmetric InfoNCE of (clip, class name) pairs over the gathered batch
     (with ``same_class_positives``, every pair of the same class ``batch["target"]`` counts as a positive)."""
 
@@ -212,7 +214,7 @@ class CharadesTask(Task):
 
     def train_dataset(self) -> TrainingDataset:
         d, t = self.cfg.data, self.cfg.train_data
-        transform = train_transform(self.cfg.model.video.img_size, tuple(t.crop_scale), t.hflip)
+        transform = train_transform(self.cfg.model.video.img_size, (t.crop_scale[0], t.crop_scale[1]), t.hflip)
         dataset = CharadesActionDataset(self.train_annotations, d.video_root, d.num_frames, transform, t.bad_input)
         return TrainingDataset(dataset, self.seed)
 
@@ -225,7 +227,12 @@ class CharadesTask(Task):
     def evaluate(self, model, dist: DistInfo) -> dict[str, Any]:
         if self._evaluator is None:
             self._evaluator = CharadesEvaluator(
-                self.cfg.data, self.cfg.eval, self.tokenizer, model.cfg.video.img_size, dist, self.cfg.train.progress
+                self.cfg.data,
+                self.cfg.eval,
+                self.tokenizer,
+                self.cfg.model.video.img_size,
+                dist,
+                self.cfg.train.progress,
             )
         return self._evaluator(model)
 

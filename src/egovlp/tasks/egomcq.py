@@ -23,9 +23,8 @@ from egovlp.data.transforms import eval_transform
 from egovlp.errors import DataError
 from egovlp.metrics.mcq import egomcq_accuracy
 from egovlp.tasks.registry import TaskSpec, register_task
-from egovlp.tasks.shared import check_finite, check_vocab, table_row
+from egovlp.tasks.shared import check_finite, check_vocab, first_items, sharded_loader, table_row
 from egovlp.train.distributed import DistInfo, gather_objects
-from egovlp.train.sampler import ShardedEvalSampler
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ def egomcq_loader(
     cfg: EgoMCQConfig, tokenizer: Tokenizer, img_size: int, dist: DistInfo, reverse_frames: bool = False
 ) -> DataLoader:
     """Rank-sharded loader over the EgoMCQ questions (no padding, so no question is counted twice)."""
-    dataset = EgoMCQDataset(
+    questions = EgoMCQDataset(
         cfg.metadata,
         cfg.video_root,
         cfg.num_frames,
@@ -66,11 +65,8 @@ def egomcq_loader(
         reverse_frames=reverse_frames,
         bad_input=cfg.bad_input,
     )
-    if cfg.max_questions:
-        dataset = torch.utils.data.Subset(dataset, range(min(cfg.max_questions, len(dataset))))
-    sampler = ShardedEvalSampler(len(dataset), dist.rank, dist.world_size)
-    return DataLoader(
-        dataset, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, collate_fn=EgoMCQCollate(tokenizer)
+    return sharded_loader(
+        first_items(questions, cfg.max_questions), cfg.batch_size, cfg.num_workers, dist, EgoMCQCollate(tokenizer)
     )
 
 

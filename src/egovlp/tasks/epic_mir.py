@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from egovlp.config import at_least, one_of
 from egovlp.data.epic_mir import POSITIVE_THRESHOLD, load_epic_mir
@@ -31,6 +30,7 @@ from egovlp.losses import AdaptiveMaxMarginLoss
 from egovlp.metrics import epic_mir_metrics
 from egovlp.models.config import ModelConfig
 from egovlp.models.factory import InitConfig
+from egovlp.models.model import EgoVLPv2
 from egovlp.models.registry import get_model_config
 from egovlp.tasks.registry import TaskSpec, register_task
 from egovlp.tasks.shared import (
@@ -38,6 +38,7 @@ from egovlp.tasks.shared import (
     check_vocab,
     encode_texts,
     encode_videos,
+    first_items,
     gather_shards,
     sharded_loader,
     table_row,
@@ -131,12 +132,11 @@ class EpicMIREvaluator:
     ) -> None:
         self.data, self.cfg, self.tokenizer, self.dist = data, cfg, tokenizer, dist
         self.progress = "EK-100 clips" if progress and dist.is_main else ""
-        self.annotations = load_epic_mir(data.annotation_dir, cfg.split, relevancy=data.relevancy)
-        dataset: Dataset = EpicMIRDataset(
+        self.annotations = load_epic_mir(data.annotation_dir, cast(Any, cfg.split), relevancy=cast(Any, data.relevancy))
+        clips = EpicMIRDataset(
             self.annotations, data.video_root, data.num_frames, eval_transform(img_size), bad_input=cfg.bad_input
         )
-        if cfg.max_clips:
-            dataset = torch.utils.data.Subset(dataset, range(min(cfg.max_clips, len(dataset))))
+        dataset = first_items(clips, cfg.max_clips)
         self.loader = sharded_loader(dataset, cfg.batch_size, cfg.num_workers, dist, ClipCollate())
 
     def _sentence_features(self, model) -> dict[str, Any] | None:
@@ -152,7 +152,7 @@ class EpicMIREvaluator:
         with model.frames(self.data.num_frames):
             videos = gather_shards(encode_videos(model, self.loader, self.dist.device, (), self.progress), self.dist)
         sentences = self._sentence_features(model)
-        if not self.dist.is_main:
+        if videos is None or sentences is None:  # not rank 0
             return {}
         return self.metrics(videos, sentences["text"])
 
@@ -162,6 +162,7 @@ class EpicMIREvaluator:
         if not len(rows):
             raise DataError(f"EK-100 {self.cfg.split}: no clip could be read ({videos['skipped']} skipped)")
         similarity = videos["video"] @ sentences.T  # (clips, sentences) cosine
+        assert self.annotations.relevancy is not None  # loaded for evaluation splits
         result = epic_mir_metrics(similarity, self.annotations.relevancy[rows])
         skipped_map = result.map_v2t_skipped + result.map_t2v_skipped
         skipped_ndcg = result.ndcg_v2t_skipped + result.ndcg_t2v_skipped
@@ -179,6 +180,8 @@ class EpicMIREvaluator:
 
 # --------------------------------------------------------------------------------------------------- training
 class EpicMIRModule(TaskModule):
+    model: EgoVLPv2
+
     """``forward(batch)`` -> ``{"loss"}``: adaptive max-margin loss of the dual features over the gathered batch."""
 
     def __init__(self, model, cfg: MarginLossConfig) -> None:
@@ -208,8 +211,8 @@ class EpicMIRTask(Task):
         d, t = self.cfg.data, self.cfg.train_data
         # "build": relevancy rows are computed per clip from the classes (the train matrix is too big to hold)
         relevancy = "pickle" if d.relevancy == "pickle" else "none"
-        annotations = load_epic_mir(d.annotation_dir, "train", relevancy=relevancy)
-        transform = train_transform(self.cfg.model.video.img_size, tuple(t.crop_scale), t.hflip)
+        annotations = load_epic_mir(d.annotation_dir, "train", relevancy=cast(Any, relevancy))
+        transform = train_transform(self.cfg.model.video.img_size, (t.crop_scale[0], t.crop_scale[1]), t.hflip)
         dataset = EpicMIRDataset(
             annotations, d.video_root, d.num_frames, transform, True, t.bad_input, t.positive_threshold
         )
@@ -224,7 +227,12 @@ class EpicMIRTask(Task):
     def evaluate(self, model, dist: DistInfo) -> dict[str, float]:
         if self._evaluator is None:
             self._evaluator = EpicMIREvaluator(
-                self.cfg.data, self.cfg.eval, self.tokenizer, model.cfg.video.img_size, dist, self.cfg.train.progress
+                self.cfg.data,
+                self.cfg.eval,
+                self.tokenizer,
+                self.cfg.model.video.img_size,
+                dist,
+                self.cfg.train.progress,
             )
         return self._evaluator(model)
 

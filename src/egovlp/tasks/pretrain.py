@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from egovlp.config import at_least, greater_than, one_of, rule
 from egovlp.data.collate import EgoClipCollate
@@ -26,8 +27,9 @@ from egovlp.data.tokenizer import Tokenizer
 from egovlp.data.transforms import train_transform
 from egovlp.errors import ConfigError
 from egovlp.losses import EgoNCELoss, GatherGrad, all_gather_nograd, mlm_loss, sample_vtm_pairs, vtm_loss
-from egovlp.losses.egonce import POSITIVE_MODES
+from egovlp.losses.egonce import POSITIVE_MODES, Positives
 from egovlp.losses.mlm import global_label_count
+from egovlp.losses.vtm import RowConvention
 from egovlp.models.config import ModelConfig
 from egovlp.models.factory import InitConfig
 from egovlp.models.model import EgoVLPv2
@@ -90,6 +92,8 @@ class PretrainConfig:
 
 
 class PretrainModule(TaskModule):
+    model: EgoVLPv2
+
     """``forward(batch)`` -> ``{"loss", "egonce", "mlm", "vtm"}`` for one (local) batch.
 
     The batch holds ``video (B, F, 3, H, W)``, ``input_ids`` / ``attention_mask`` ``(B, L)``, ``verb`` / ``noun``
@@ -104,7 +108,7 @@ class PretrainModule(TaskModule):
         self.cfg, self.tokenizer = cfg, tokenizer
         self.rank, self.world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
         self.gather_grad = GatherGrad(cfg.gather_grad)
-        self.egonce = EgoNCELoss(cfg.temperature, cfg.positives, self.gather_grad)
+        self.egonce = EgoNCELoss(cfg.temperature, cast(Positives, cfg.positives), self.gather_grad)
         self.do_mlm = model.cfg.has_fusion and cfg.mlm_weight > 0
         self.do_vtm = model.cfg.has_fusion and cfg.vtm_weight > 0
         if (self.do_mlm and not model.cfg.mlm_head) or (self.do_vtm and not model.cfg.vtm_head):
@@ -142,6 +146,7 @@ class PretrainModule(TaskModule):
                 raise ValueError("MLM needs batch['mlm_input_ids'] / ['mlm_labels'] (EgoClipCollate(mlm_probability))")
             mlm_ids, labels = batch["mlm_input_ids"], batch["mlm_labels"]
             if share:  # the last video block is skipped: no text state reads its output
+                assert lower is not None
                 fused = model.fuse_upper(lower, model.text_lower(mlm_ids, mask), mask, frames, video_out="none")
             else:
                 fused = model.fuse(video, mlm_ids, mask)
@@ -150,10 +155,11 @@ class PretrainModule(TaskModule):
         if self.do_vtm:
             pairs = sample_vtm_pairs(
                 nce.similarity, nce.positive_mask, rank, video.shape[0], cfg.temperature, self.generator,
-                cfg.vtm_row_convention,
+                cast(RowConvention, cfg.vtm_row_convention),
             )  # fmt: skip
             text_ids, text_mask = all_gather_nograd(ids)[pairs.text_index], all_gather_nograd(mask)[pairs.text_index]
             if share:
+                assert lower is not None
                 vtm_lower = self._pick_videos(lower, video, pairs.video_index, model.video_lower)
                 fused = model.fuse_upper(vtm_lower, model.text_lower(text_ids, text_mask), text_mask, frames, "cls")
             else:
@@ -201,7 +207,7 @@ class PretrainTask(Task):
             d.metadata,
             d.video_root,
             d.num_frames,
-            train_transform(self.cfg.model.video.img_size, tuple(d.crop_scale), d.hflip),
+            train_transform(self.cfg.model.video.img_size, (d.crop_scale[0], d.crop_scale[1]), d.hflip),
             chunk_seconds=d.chunk_seconds,
             sample="rand",
             scene_negatives=d.scene_negatives,
@@ -217,18 +223,20 @@ class PretrainTask(Task):
         mlm = loss.mlm_probability if fused and loss.mlm_weight > 0 else None  # masked per item (mlm_seed)
         return CountingCollate(EgoClipCollate(self.tokenizer, self.cfg.data.text_max_length, "max_length", mlm))
 
-    def build_module(self, model: EgoVLPv2) -> PretrainModule:
+    def build_module(self, model: nn.Module) -> PretrainModule:
+        assert isinstance(model, EgoVLPv2), "EgoVLPv2 pre-training needs an EgoVLPv2-family model"
         seed = self.seed * 1000 + self.dist.rank
         self.module = PretrainModule(model, self.cfg.loss, self.tokenizer, seed, self.dist)
         return self.module
 
-    def evaluate(self, model: EgoVLPv2, dist: DistInfo) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, dist: DistInfo) -> dict[str, float]:
         mcq = self.cfg.egomcq
         if not mcq.metadata:
             return {}
         if self._evaluator is None:
             progress = self.cfg.train.progress
-            self._evaluator = EgoMCQEvaluator(mcq, self.tokenizer, model.cfg.video.img_size, dist, progress)
+            size = self.cfg.model.video.img_size
+            self._evaluator = EgoMCQEvaluator(mcq, self.tokenizer, size, dist, progress)
         return {f"egomcq/{k}": v for k, v in self._evaluator(model).items()}
 
     def state_dict(self) -> dict:

@@ -4,8 +4,8 @@ over ranks, and the tokenizer / model vocabulary check. Task modules import thes
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence, Sized
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ __all__ = [
     "check_vocab",
     "encode_texts",
     "encode_videos",
+    "first_items",
     "gather_shards",
     "merge_shards",
     "sharded_loader",
@@ -58,9 +59,15 @@ def check_vocab(tokenizer: Tokenizer, model_cfg: ModelConfig) -> None:
     tokenizer.check_model(model_cfg.text.vocab_size, model_cfg.text.pad_token_id)
 
 
+def first_items(dataset: Dataset, count: int) -> Dataset:
+    """The first ``count`` items of ``dataset`` (all of them for 0): the ``max_*`` options of the evaluations."""
+    n = len(cast(Sized, dataset))
+    return torch.utils.data.Subset(dataset, range(min(count, n))) if count else dataset
+
+
 def sharded_loader(dataset: Dataset, batch_size: int, num_workers: int, dist: DistInfo, collate) -> DataLoader:
     """This rank's share of ``dataset`` (every item exactly once over the ranks, no padding)."""
-    sampler = ShardedEvalSampler(len(dataset), dist.rank, dist.world_size)
+    sampler = ShardedEvalSampler(len(cast(Sized, dataset)), dist.rank, dist.world_size)
     return DataLoader(dataset, batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate)
 
 
@@ -111,9 +118,9 @@ def merge_shards(shards: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-rank results of :func:`encode_videos` (or any dict with ``index``) -> one dict ordered by index."""
     keys = [k for k in shards[0] if k != "skipped"]
     nonempty = [s for s in shards if len(s["index"])] or shards[:1]
-    merged = {k: np.concatenate([s[k] for s in nonempty]) for k in keys}
-    order = np.argsort(merged["index"], kind="stable")
-    merged = {k: v[order] for k, v in merged.items()}
+    arrays = {k: np.concatenate([s[k] for s in nonempty]) for k in keys}
+    order = np.argsort(arrays["index"], kind="stable")
+    merged: dict[str, Any] = {k: v[order] for k, v in arrays.items()}
     merged["skipped"] = sum(int(s.get("skipped", 0)) for s in shards)
     return merged
 

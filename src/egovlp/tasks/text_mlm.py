@@ -17,10 +17,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors.torch import save_file
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from egovlp.config import at_least, rule
@@ -122,6 +123,8 @@ def text_mlm_losses(model: EgoVLPv2, batch: dict, world: int = 1) -> dict[str, T
 
 
 class TextMLMModule(TaskModule):
+    model: EgoVLPv2
+
     """The model with only the text tower and the MLM head trainable; ``forward`` = :func:`text_mlm_losses`."""
 
     def __init__(self, model: EgoVLPv2, dist: DistInfo | None = None) -> None:
@@ -162,13 +165,14 @@ class TextMLMTask(Task):
     def collate_fn(self):
         return CountingCollate(stack_items)
 
-    def build_module(self, model: EgoVLPv2) -> TextMLMModule:
+    def build_module(self, model: nn.Module) -> TextMLMModule:
+        assert isinstance(model, EgoVLPv2), "text MLM needs an EgoVLPv2-family model"
         return TextMLMModule(model, self.dist)
 
     def batch_items(self, batch: dict) -> int:
         return int(batch["input_ids"].shape[0])
 
-    def evaluate(self, model: EgoVLPv2, dist: DistInfo) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, dist: DistInfo) -> dict[str, float]:
         """Masked-token loss and accuracy on the held-out texts with a fixed masking (the same on every rank)."""
         if not self.eval_texts:
             return {}
@@ -180,7 +184,7 @@ class TextMLMTask(Task):
             batch = stack_items([data[i] for i in range(start, min(start + d.batch_size, len(data)))])
             batch = self.to_device(batch, dist.device)
             n = float((batch["labels"] != -100).sum())
-            out = text_mlm_losses(model, batch)  # every rank evaluates the same texts: no reduction
+            out = text_mlm_losses(cast(EgoVLPv2, model), batch)  # every rank evaluates the same texts: no reduction
             loss_sum, correct, count = (
                 loss_sum + float(out["loss"]) * n,
                 correct + float(out["accuracy"]) * n,
