@@ -190,7 +190,7 @@ def test_the_installed_wheel_runs_from_another_directory(wheel, tmp_path):
 
 def test_core_works_without_the_viz_extra(tmp_path, monkeypatch, caplog):
     """matplotlib and tensorboard missing: the demo's plot and the TensorBoard writer say which extra to install."""
-    from egovlp.cli.demo import plot_losses
+    from egovlp.train.plots import plot_losses
     from egovlp.train.writer import MetricsWriter
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError

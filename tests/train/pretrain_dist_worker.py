@@ -22,11 +22,11 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from egovlp.data.collate import mask_rows
 from egovlp.data.tokenizer import Tokenizer
 from egovlp.losses import world_info
 from egovlp.models.model import EgoVLPv2
 from egovlp.models.registry import get_model_config
-from egovlp.data.collate import mask_rows
 from egovlp.tasks.pretrain import LossConfig, PretrainModule
 from egovlp.train.distributed import DistInfo
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+DEMO_LOSSES = ("loss", "egonce", "mlm", "vtm")
+
 # Shipped presets (egovlp/configs/pretrain/*.yaml), so the demo runs from any directory once installed.
 DEFAULT_CONFIG = "pretrain/demo"
 TEXT_CONFIG = "pretrain/demo_text"
@@ -132,38 +134,11 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def plot_losses(metrics_jsonl: Path, png: Path) -> Path | None:
-    """Loss terms against the optimiser step, from a run's ``metrics.jsonl``; None (with a warning) without
-    matplotlib, which is the optional ``viz`` extra."""
-    try:
-        import matplotlib
-    except ImportError:
-        log.warning('matplotlib is not installed (pip install "egovlp[viz]"): no loss curve drawn')
-        return None
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in metrics_jsonl.read_text().splitlines()]
-    train = [r for r in records if r["kind"] == "train"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key in ("loss", "egonce", "mlm", "vtm"):
-        if train and key in train[0]:
-            ax.plot([r["step"] for r in train], [r[key] for r in train], label=key)
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("loss")
-    ax.set_title("egovlp demo: pre-training losses")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return png
-
-
 def run(args: argparse.Namespace) -> int:
     from egovlp.cli.pretrain import pretrain, pretrain_text
     from egovlp.models.weights import load_model
     from egovlp.tasks.text_mlm import ROBERTA_DIR
+    from egovlp.train.plots import plot_losses
 
     out = Path(args.out)
     data = out / "data"
@@ -180,7 +155,9 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(run_dir / "model.safetensors")
     results = _evaluate(cfg, model)
     (run_dir / "demo_results.json").write_text(json.dumps(results, indent=2))
-    png = plot_losses(run_dir / "metrics.jsonl", run_dir / "loss_curve.png")
+    png = plot_losses(
+        run_dir / "metrics.jsonl", run_dir / "loss_curve.png", "egovlp demo: pre-training losses", DEMO_LOSSES
+    )
     print()
     print(format_table(results))
     print(f"\ncheckpoint:  {run_dir / 'model.safetensors'} (training state in {run_dir / 'checkpoints'})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    # the command line may read torchrun's environment; the library gets the rank passed in
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO, rank=int(os.environ.get("RANK", "0")))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
