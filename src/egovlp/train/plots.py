@@ -38,7 +38,7 @@ def plot_losses(
         from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
     except ImportError:
-        log.warning("matplotlib is not installed, so no loss curve was drawn (pip install "egovlp[viz]")")
+        log.warning('matplotlib is not installed, so no loss curve was drawn (pip install "egovlp[viz]")')
         return None
     rows = train_rows(Path(metrics_jsonl)) if Path(metrics_jsonl).is_file() else []
     if keys is None:
