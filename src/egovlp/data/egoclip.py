@@ -38,7 +38,7 @@ from egovlp.data.sampling import worker_rng
 from egovlp.data.tags import multi_hot
 from egovlp.data.text import clean_narration
 from egovlp.data.video_io import read_clip, resolve_chunk_seconds
-from egovlp.errors import VideoReadError
+from egovlp.errors import DataError, VideoReadError
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,9 @@ class EgoClipDataset(Dataset):
     ) -> None:
         self.policy = BadInputPolicy(bad_input)
         self.table = table if table is not None else load_egoclip(metadata_csv, bad_rows=bad_rows, max_rows=max_rows)
+        if not len(self.table):
+            bad = f", {self.table.num_bad_rows} malformed row(s) skipped" if self.table.num_bad_rows else ""
+            raise DataError(f"{self.table.path}: no clip rows to train on (a header only{bad})")
         self.table.check_tag_range(num_verbs, num_nouns)
         self.video_root, self.num_frames, self.transform = str(video_root), int(num_frames), transform
         self.chunk_seconds, self.sample = resolve_chunk_seconds(video_root, chunk_seconds), sample
