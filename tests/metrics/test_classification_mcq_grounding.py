@@ -54,6 +54,10 @@ def test_charades_map_input_checks() -> None:
         charades_map(np.zeros((2, 2)), np.array([[0, 2], [1, 0]]))
     with pytest.raises(ValueError, match="shape"):
         charades_map(np.zeros((2, 2)), np.zeros((2, 3)))
+    scores = np.zeros((4, 3))
+    scores[1:3, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^scores contains NaN: 2 of 12 entries, in 2 of 4 rows$"):
+        charades_map(scores, np.eye(4, 3))
 
 
 # ---------------------------------------------------------------- EgoMCQ
@@ -84,6 +88,10 @@ def test_egomcq_missing_type_and_torch_input() -> None:
     assert acc.inter_video is None and acc.intra_video == 1.0 and acc.to_dict()["Inter-video"] is None
     with pytest.raises(ValueError, match="answers"):
         egomcq_accuracy(np.eye(5), np.array([0, 1, 2, 3, 5]), np.ones(5))
+    scores = np.eye(5)
+    scores[3] = np.nan
+    with pytest.raises(ValueError, match=r"^scores contains NaN: 5 of 25 entries, in 1 of 5 rows$"):
+        egomcq_accuracy(scores, np.arange(5), np.ones(5))
 
 
 def test_egomcq_matches_loop() -> None:
@@ -92,7 +100,7 @@ def test_egomcq_matches_loop() -> None:
     answers, types = rng.integers(0, 5, 200), rng.integers(1, 3, 200)
     acc = egomcq_accuracy(scores, answers, types)
     for type_id, value in ((1, acc.inter_video), (2, acc.intra_video)):
-        picked = [max(range(5), key=lambda j, row=row: (row[j], -j)) for row in scores[types == type_id]]
+        picked = [next(j for j in range(5) if row[j] == row.max()) for row in scores[types == type_id]]
         assert value == pytest.approx(np.mean(np.array(picked) == answers[types == type_id]))
 
 
@@ -117,11 +125,15 @@ def test_nlq_recall_hand_computed() -> None:
     assert m.recall[(1, 0.3)] == pytest.approx(1 / 3)  # q1 only
     assert m.recall[(1, 0.5)] == pytest.approx(0.0)  # strict: IoU 0.5 is not > 0.5
     assert m.recall[(5, 0.3)] == pytest.approx(2 / 3) and m.recall[(5, 0.5)] == pytest.approx(2 / 3)
-    # mean of the 3 best IoUs: q1 (0.8 + 0.5) / 2; q2 (1.0 + 0.8 + 0) / 3; q3 missing -> 0
-    assert m.mean_iou == pytest.approx(((0.8 + 0.5) / 2 + (1.0 + 0.8 + 0.0) / 3 + 0.0) / 3)
+    # official mIoU = mean top-1 IoU: q1 0.5, q2 0.0, q3 missing -> 0 (the mean of the 3 best IoUs, egovlp's old
+    # value, would be ((0.8 + 0.5) / 2 + (1.0 + 0.8 + 0) / 3 + 0) / 3 = 0.42)
+    assert m.mean_iou == pytest.approx((0.5 + 0.0 + 0.0) / 3)
+    assert m.to_dict()["mIoU"] == pytest.approx(100 * 0.5 / 3)
     assert m.to_dict()["R5@0.3"] == pytest.approx(200 / 3)
     with pytest.raises(ValueError, match="not in the ground truth"):
         nlq_recall({"q9": np.zeros((1, 2))}, gt)
+    with pytest.raises(ValueError, match=r"prediction for query 'q2' contains NaN: 1 of 4 entries, in 1 of 2 rows"):
+        nlq_recall({"q2": np.array([[0.0, 1.0], [np.nan, 2.0]])}, gt)
 
 
 def test_nlq_recall_matches_loop() -> None:
@@ -143,3 +155,9 @@ def test_nlq_recall_matches_loop() -> None:
                     break
         assert value == pytest.approx(hits / 40), (k, thr)
     assert m.num_missing == sum(p is None for p in preds)
+    top1 = []
+    for p, (g0, g1) in zip(preds, gt):
+        if p is not None:
+            a, b = p[0]
+            top1.append(max(0.0, min(b, g1) - max(a, g0)) / (max(b, g1) - min(a, g0)))
+    assert m.mean_iou == pytest.approx(sum(top1) / 40)

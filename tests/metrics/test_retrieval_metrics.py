@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -19,14 +20,16 @@ def test_hand_computed_map_and_ndcg() -> None:
     sim = np.array([[0.9, 0.1, 0.8, 0.3], [0.2, 0.4, 0.6, 0.8]], dtype=np.float32)
     rel = np.array([[1.0, 1.0, 0.0, 0.5], [0.0, 0.5, 1.0, 0.0]])
     m = epic_mir_metrics(sim, rel)
-    # V2T row 0: order 0,2,3,1 -> relevant at ranks 1 and 4; K = 3 -> gains 1, 0, 0.5
-    ap0, ndcg0 = (1 / 1 + 2 / 4) / 2, (1 + 0.5 / 2) / (1 + 1 / L3 + 0.5 / 2)
-    # V2T row 1: order 3,2,1,0 -> relevant at rank 2; K = 2 -> gains 0, 1
+    # V2T row 0: order 0,2,3,1 -> ranked relevancy 1, 0, .5, 1 (cumulative 1, 1, 1.5, 2.5): relevant at ranks 1
+    # and 4 with precision 1/1 and 2.5/4 (the count of relevant items would give 2/4); K = 3 -> gains 1, 0, 0.5
+    ap0, ndcg0 = (1 / 1 + 2.5 / 4) / 2, (1 + 0.5 / 2) / (1 + 1 / L3 + 0.5 / 2)
+    # V2T row 1: order 3,2,1,0 -> ranked relevancy 0, 1, .5, 0: relevant at rank 2, precision 1/2; K = 2
     ap1, ndcg1 = 1 / 2, (1 / L3) / (1 + 0.5 / L3)
     assert m.map_v2t == pytest.approx((ap0 + ap1) / 2)
     assert m.ndcg_v2t == pytest.approx((ndcg0 + ndcg1) / 2)
-    # T2V columns: AP 1, 1/2, 1/2 and column 3 has no relevancy-1 video (skipped); nDCG 1, ..., 0, 0
-    assert m.map_t2v == pytest.approx((1 + 1 / 2 + 1 / 2) / 3) and m.map_t2v_skipped == 1
+    # T2V columns: AP 1, 1.5/2 (column 1 ranks relevancy .5 above 1), 1/2; column 3 has no relevancy-1 video
+    # (skipped); nDCG 1, ..., 0, 0
+    assert m.map_t2v == pytest.approx((1 + 1.5 / 2 + 1 / 2) / 3) and m.map_t2v_skipped == 1
     ndcg_col1 = (0.5 + 1 / L3) / (1 + 0.5 / L3)
     assert m.ndcg_t2v == pytest.approx((1 + ndcg_col1 + 0 + 0) / 4) and m.ndcg_t2v_skipped == 0
     assert m.map_avg == pytest.approx((m.map_v2t + m.map_t2v) / 2)
@@ -49,14 +52,14 @@ def test_ties_rank_by_gallery_index() -> None:
     for dtype in (np.float16, np.float32, np.float64):
         sim = np.array([[0.0, -0.0, 0.0, 0.0]], dtype=dtype)  # all tied, -0.0 included
         ap, ndcg = mir_per_query(sim, rel)
-        assert ap[0] == pytest.approx((1 / 2 + 2 / 4) / 2)  # order 0,1,2,3
+        assert ap[0] == pytest.approx((1 / 2 + 2.5 / 4) / 2)  # order 0,1,2,3: cumulative relevancy 0, 1, 1.5, 2.5
         assert ndcg[0] == pytest.approx((1 / L3 + 0.5 / 2) / (1 + 1 / L3 + 0.5 / 2))
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int64])
 def test_rank_order_is_a_stable_descending_sort(dtype: type) -> None:
     rng = np.random.default_rng(1)
-    scores = rng.integers(-3, 4, size=(20, 50)).astype(dtype)  # many ties
+    scores: np.ndarray = rng.integers(-3, 4, size=(20, 50)).astype(dtype)  # many ties
     scores[0] = rng.standard_normal(50).astype(dtype) if dtype != np.int64 else scores[0]
     expected = np.argsort(-scores.astype(np.float64), axis=1, kind="stable")
     np.testing.assert_array_equal(rank_order(scores), expected)
@@ -84,11 +87,46 @@ def test_fast_path_matches_loop_reference(seed: int, monkeypatch: pytest.MonkeyP
         assert m.map_t2v == pytest.approx(np.nanmean(ap_t))
 
 
+def test_partially_relevant_items_count_in_the_precision() -> None:
+    """The official precision at rank r is the cumulative GRADED relevancy / r, not (#relevant so far) / r."""
+    sim = np.array([[0.9, 0.8, 0.7, 0.1]], dtype=np.float32)
+    rel = np.array([[0.5, 1.0, 0.99, 1.0]], dtype=np.float32)  # 0.99 is partially relevant, not relevant
+    ap, _ = mir_per_query(sim, rel)
+    official = (1.5 / 2 + 3.49 / 4) / 2  # relevant at ranks 2 and 4; cumulative relevancy 1.5 and 3.49
+    counted = (1 / 2 + 2 / 4) / 2  # the textbook precision egovlp used before: 0.5
+    assert ap[0] == pytest.approx(official, rel=1e-6) and abs(official - counted) > 0.3
+    ap_ref, _ = mir_per_query_reference(sim, rel)
+    assert ap_ref[0] == pytest.approx(official, rel=1e-6)
+    # a relevant item ranked first is not helped by partial items below it
+    assert mir_per_query(np.array([[0.9, 0.1]]), np.array([[1.0, 0.5]]))[0][0] == 1.0
+
+
+def test_map_exceeds_the_count_based_value_on_random_scores() -> None:
+    """On random scores with many partially relevant items the two definitions differ by a lot (issue 16)."""
+    rng = np.random.default_rng(0)
+    rel = rng.choice([0.0, 0.5, 1.0], size=(60, 200), p=[0.6, 0.38, 0.02])
+    rel[:, 0] = 1.0  # every row has a relevant item
+    sim = rng.standard_normal(rel.shape)
+    ap, _ = mir_per_query(sim, rel)
+    counted = []
+    for row_s, row_r in zip(sim, rel):
+        ranked = row_r[np.argsort(-row_s, kind="stable")] == 1.0
+        hits = np.cumsum(ranked)
+        counted.append(np.mean(hits[ranked] / (np.flatnonzero(ranked) + 1)))
+    assert ap.mean() > 3 * np.mean(counted)  # about 0.2 against 0.04
+
+
 def test_input_checks() -> None:
     with pytest.raises(ValueError, match="differ in shape"):
         epic_mir_metrics(np.zeros((2, 3)), np.zeros((3, 2)))
-    with pytest.raises(ValueError, match="NaN"):
-        epic_mir_metrics(np.array([[np.nan, 1.0]]), np.ones((1, 2)))
+    sim = np.zeros((3, 4), dtype=np.float32)
+    sim[0, 1] = sim[0, 2] = sim[2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^similarity contains NaN: 3 of 12 entries, in 2 of 3 rows$"):
+        epic_mir_metrics(sim, np.ones((3, 4)))
+    with pytest.raises(ValueError, match="relevancy contains NaN: 1 of 2 entries"):
+        epic_mir_metrics(np.zeros((1, 2)), np.array([[np.nan, 1.0]]))
+    with pytest.raises(ValueError, match="similarity contains NaN: 1 of 4 entries, in 1 of 2 rows"):
+        recall_at_k(np.array([[1.0, np.nan], [0.0, 1.0]]))
 
 
 def test_recall_at_k_hand_computed() -> None:
@@ -109,7 +147,7 @@ def test_recall_at_k_hand_computed() -> None:
 
 
 @pytest.mark.parametrize("ties", ["index", "optimistic", "pessimistic", "mean"])
-def test_recall_ranks_match_reference(ties: str) -> None:
+def test_recall_ranks_match_reference(ties: Literal["index", "optimistic", "pessimistic", "mean"]) -> None:
     rng = np.random.default_rng(7)
     sim = np.round(rng.standard_normal((15, 18)), 1)
     ranks = ground_truth_ranks_reference(sim, ties)

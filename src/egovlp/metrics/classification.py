@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._utils import as_numpy
+from ._utils import Array, as_numpy, check_no_nan
 from .retrieval import rank_order
 
 __all__ = ["MultiLabelMAP", "charades_map"]
@@ -44,7 +44,7 @@ class MultiLabelMAP:
         return len(self.skipped_classes)
 
 
-def charades_map(scores: np.ndarray, labels: np.ndarray) -> MultiLabelMAP:
+def charades_map(scores: Array, labels: Array) -> MultiLabelMAP:
     """Charades-style mAP.
 
     Args:
@@ -60,10 +60,9 @@ def charades_map(scores: np.ndarray, labels: np.ndarray) -> MultiLabelMAP:
         raise ValueError(f"scores {s.shape} and labels {y.shape} differ in shape")
     if not np.isin(y, (0, 1)).all():
         raise ValueError("labels must be binary (0/1 or bool)")
-    if s.dtype.kind == "f" and np.isnan(s).any():
-        raise ValueError("scores contain NaN")
+    check_no_nan(s, "scores")
     positive = y.astype(bool)  # (N, C)
-    empty = ~positive.any(axis=1)  # (N,)
+    empty = ~np.asarray(positive.any(axis=1))  # (N,) videos without any label
     order = rank_order(np.ascontiguousarray(s.T))  # (C, N) videos by descending score per class
     order = np.take_along_axis(order, np.argsort(empty[order], axis=1, kind="stable"), axis=1)  # empties last
     ranked = np.take_along_axis(np.ascontiguousarray(positive.T), order, axis=1)  # (C, N)

@@ -6,26 +6,35 @@
 - A query is a hit at (K, threshold) when any of its first K predictions has IoU > threshold (strict).
 - Recall = mean over ALL ground-truth queries; a query without predictions counts as a miss. The official script
   averages over the predicted queries only; ``num_missing`` says how many were missing, so both are recoverable.
-- mean IoU: per query the mean of its (up to) 3 best IoUs over all its predictions, as the official script does;
-  missing queries count 0.
+- mean IoU (the official ``evaluate_ego4d_nlq.py`` value): mean over queries of the IoU of the TOP-1 prediction.
+  The official script writes ``np.mean(np.sort(overlap[0])[-3:])``, but ``overlap[0]`` is the top-1 prediction's
+  single IoU, so the expression is that IoU (egovlp averaged the 3 best IoUs before issue 16, which is higher).
+  Missing queries count 0 (``num_missing`` says how many), as for recall.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._utils import as_numpy
+from ._utils import Array, as_numpy, check_no_nan
 
 __all__ = ["GroundingRecall", "nlq_recall", "temporal_iou"]
 
 
 @dataclass(frozen=True)
 class GroundingRecall:
-    """Recall per (K, IoU threshold) as fractions in [0, 1], mean IoU and the query counts."""
+    """Recall per (K, IoU threshold) as fractions in [0, 1], mean top-1 IoU and the query counts.
+
+    Attributes:
+        recall: ``{(K, threshold): fraction}`` over all ``num_queries`` ground-truth queries.
+        mean_iou: mean over all queries of the top-1 prediction's IoU (0 for a missing query).
+        num_queries: ground-truth queries.
+        num_missing: queries without any prediction (counted as misses and as IoU 0).
+    """
 
     recall: dict[tuple[int, float], float]
     mean_iou: float
@@ -39,7 +48,7 @@ class GroundingRecall:
         return {**out, "mIoU": scale * self.mean_iou}
 
 
-def temporal_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+def temporal_iou(pred: Array, gt: Array) -> np.ndarray:
     """IoU (overlap / hull span) of windows ``pred (..., 2)`` with ``gt (..., 2)`` (broadcast); ``[start, end]``."""
     p = as_numpy(pred, "pred").astype(np.float64)
     g = as_numpy(gt, "gt").astype(np.float64)
@@ -49,7 +58,7 @@ def temporal_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def _aligned(
-    predictions: Mapping[Hashable, Any] | Sequence[Any], ground_truth: Mapping[Hashable, Any] | np.ndarray
+    predictions: Mapping[Any, Any] | Sequence[Any], ground_truth: Mapping[Any, Any] | Array
 ) -> tuple[list[Any], np.ndarray]:
     """Predictions as a list aligned with the ground-truth windows ``(Q, 2)``; missing ones are ``None``."""
     if isinstance(ground_truth, Mapping):
@@ -69,8 +78,8 @@ def _aligned(
 
 
 def nlq_recall(
-    predictions: Mapping[Hashable, Any] | Sequence[Any],
-    ground_truth: Mapping[Hashable, Any] | np.ndarray,
+    predictions: Mapping[Any, Any] | Sequence[Any],
+    ground_truth: Mapping[Any, Any] | Array,
     ks: tuple[int, ...] = (1, 5),
     thresholds: tuple[float, ...] = (0.3, 0.5),
 ) -> GroundingRecall:
@@ -82,17 +91,26 @@ def nlq_recall(
             keyed like it.
         ground_truth: ``(Q, 2)`` windows, or a mapping query id -> ``[start, end]``.
         ks, thresholds: the K and IoU thresholds to report.
+
+    Returns:
+        :class:`GroundingRecall`: recall over all ground-truth queries and the mean top-1 IoU.
+
+    Raises:
+        ValueError: a prediction contains NaN, or predictions and ground truth do not line up.
     """
     preds, windows = _aligned(predictions, ground_truth)
     hits = {(k, thr): 0 for k in ks for thr in thresholds}
     iou_sum, missing = 0.0, 0
-    for pred, gt in zip(preds, windows):
+    check_no_nan(windows, "ground truth")
+    names = list(ground_truth) if isinstance(ground_truth, Mapping) else list(range(len(windows)))
+    for name, pred, gt in zip(names, preds, windows):
         p = np.zeros((0, 2)) if pred is None else as_numpy(pred, "prediction").reshape(-1, 2)
         if len(p) == 0:
             missing += 1
             continue
-        iou = temporal_iou(p, gt)  # (P,)
-        iou_sum += float(np.sort(iou)[-3:].mean())
+        check_no_nan(p.astype(np.float64), f"prediction for query {name!r}")
+        iou = temporal_iou(p, gt)  # (P,) IoU of each ranked prediction
+        iou_sum += float(iou[0])  # top-1 IoU (official mIoU)
         for k, thr in hits:
             hits[(k, thr)] += bool((iou[:k] > thr).any())
     n = len(windows)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._utils import as_numpy
+from ._utils import Array, as_numpy, check_no_nan
 
 __all__ = ["INTER_VIDEO", "INTRA_VIDEO", "MCQAccuracy", "egomcq_accuracy"]
 
@@ -39,7 +39,7 @@ class MCQAccuracy:
         return {k: None if v is None else scale * v for k, v in values.items()}
 
 
-def egomcq_accuracy(scores: np.ndarray, answers: np.ndarray, types: np.ndarray) -> MCQAccuracy:
+def egomcq_accuracy(scores: Array, answers: Array, types: Array) -> MCQAccuracy:
     """Accuracy of ``argmax(scores)`` against ``answers``, per question type and overall.
 
     Args:
@@ -52,8 +52,7 @@ def egomcq_accuracy(scores: np.ndarray, answers: np.ndarray, types: np.ndarray) 
     t = as_numpy(types, "types", ndim=1).astype(np.int64)
     if not (s.shape[0] == a.shape[0] == t.shape[0]):
         raise ValueError(f"scores {s.shape}, answers {a.shape} and types {t.shape} disagree on N")
-    if s.dtype.kind == "f" and np.isnan(s).any():
-        raise ValueError("scores contain NaN")
+    check_no_nan(s, "scores")
     if a.size and (a.min() < 0 or a.max() >= s.shape[1]):
         raise ValueError(f"answers must lie in [0, {s.shape[1]})")
     correct = s.argmax(axis=1) == a  # argmax returns the first index among equal maxima

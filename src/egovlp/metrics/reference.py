@@ -19,7 +19,7 @@ def ranked_indices(row: np.ndarray) -> list[int]:
 
 
 def average_precision(ranked_relevant: list[bool]) -> float:
-    """Mean over relevant items of (relevant items so far) / rank; NaN without relevant items."""
+    """Binary AP (Charades): mean over relevant items of (relevant items so far) / rank; NaN without relevant items."""
     found, total = 0, 0.0
     for rank, relevant in enumerate(ranked_relevant, start=1):
         if relevant:
@@ -28,13 +28,26 @@ def average_precision(ranked_relevant: list[bool]) -> float:
     return total / found if found else float("nan")
 
 
+def graded_average_precision(ranked_relevancy: list[float]) -> float:
+    """EK-100 AP (the official JPoSE ``calculate_mAP``): mean over the items with relevancy exactly 1.0 of
+    (sum of the graded relevancy of ranks 1..r) / r at their rank r; NaN without such items."""
+    found, cumulative, total = 0, 0.0, 0.0
+    for rank, relevancy in enumerate(ranked_relevancy, start=1):
+        cumulative += relevancy  # partially relevant items count by their relevancy
+        if relevancy == 1.0:
+            found += 1
+            total += cumulative / rank
+    return total / found if found else float("nan")
+
+
 def mir_per_query_reference(similarity: np.ndarray, relevancy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row AP (relevant = relevancy 1.0) and nDCG (top K = #relevancy > 0, gain rel / log2(rank + 1))."""
+    """Per-row AP (relevant = relevancy 1.0, precision = cumulative graded relevancy / rank) and nDCG (top K =
+    #relevancy > 0, gain rel / log2(rank + 1)); ``(Q, G)`` inputs, two ``(Q,)`` outputs (NaN = no relevant item)."""
     s, r = as_numpy(similarity, "similarity", 2), as_numpy(relevancy, "relevancy", 2)
     aps, ndcgs = [], []
     for i in range(s.shape[0]):
         order = ranked_indices(s[i])
-        aps.append(average_precision([r[i, j] == 1.0 for j in order]))
+        aps.append(graded_average_precision([float(r[i, j]) for j in order]))
         k = sum(1 for v in r[i] if v > 0)
         dcg = sum(r[i, order[rank]] / math.log2(rank + 2) for rank in range(k))
         ideal = sorted((float(v) for v in r[i]), reverse=True)

@@ -3,7 +3,11 @@
 Definitions (REFERENCE §4, matching the official EK-100 evaluation code on tie-free scores):
 
 - Ranking: each query row ranks its gallery by descending score.
-- mAP: relevant = relevancy exactly 1.0; AP = mean over relevant items of precision at their rank; mAP = mean AP.
+- mAP (the official JPoSE ``calculate_mAP``): relevant = relevancy exactly 1.0; AP = mean over the relevant items
+  of the "precision" at their rank r, which the official code defines as the CUMULATIVE GRADED relevancy of the
+  first r ranked items divided by r (``np.cumsum`` of the ranked relevancy values), so items with 0 < relevancy < 1
+  ranked above a relevant one raise its precision; mAP = mean AP. (It is not the textbook precision, the number of
+  relevant items among the first r divided by r, which egovlp computed before issue 16 and which is lower.)
 - nDCG: K = number of items with relevancy > 0; DCG = sum over ranks 1..K of rel / log2(rank + 1) (graded gain, no
   2^rel); IDCG = the same for the ideal order; nDCG = DCG / IDCG; reported value = mean over queries.
 - V2T ranks sentences for each video (rows of the similarity matrix), T2V ranks videos for each sentence (columns).
@@ -31,7 +35,7 @@ from typing import Literal
 
 import numpy as np
 
-from ._utils import as_numpy
+from ._utils import Array, as_numpy, check_no_nan
 
 __all__ = [
     "MIRMetrics",
@@ -117,7 +121,7 @@ def _order_generic(scores: np.ndarray) -> np.ndarray:
     return order
 
 
-def rank_order(scores: np.ndarray) -> np.ndarray:
+def rank_order(scores: Array) -> np.ndarray:
     """Gallery indices of each row by descending score, ties by ascending index.
 
     Args:
@@ -136,14 +140,13 @@ def _chunk_metrics(scores: np.ndarray, relevancy: np.ndarray, discount: np.ndarr
     """Per-query AP and nDCG for a chunk of queries: ``scores, relevancy (q, G)`` -> two ``(q,)`` (NaN = skipped)."""
     q, g = scores.shape
     ranked_rel = np.take_along_axis(relevancy, rank_order(scores), axis=1)  # (q, G) relevancy in ranked order
-    # mAP: the k-th relevant item (1-based) found at rank r (1-based) has precision k / r.
+    # mAP: a relevant item (relevancy 1.0) at rank r (1-based) has precision = (graded relevancy of ranks 1..r) / r.
     rows, ranks = np.nonzero(ranked_rel == 1.0)
     counts = np.bincount(rows, minlength=q)
-    starts = np.cumsum(counts) - counts
-    k = np.arange(rows.size) - starts[rows] + 1
-    ap = np.bincount(rows, weights=k / (ranks + 1), minlength=q)
+    cumulative = np.cumsum(ranked_rel, axis=1, dtype=np.float64)  # (q, G) graded relevancy of the first r items
+    ap_sum = np.bincount(rows, weights=cumulative[rows, ranks] / (ranks + 1), minlength=q)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ap = ap / counts
+        ap = ap_sum / counts
     # nDCG: gains over the first K ranks, K = number of items with relevancy > 0.
     num_pos = (relevancy > 0).sum(axis=1)
     weights = np.where(np.arange(g) < num_pos[:, None], discount, 0.0)  # (q, G) discount of the first K ranks
@@ -178,19 +181,17 @@ def _per_query(s: np.ndarray, r: np.ndarray, columns: bool, num_threads: int | N
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _checked(similarity: np.ndarray, relevancy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _checked(similarity: Array, relevancy: Array) -> tuple[np.ndarray, np.ndarray]:
     s = as_numpy(similarity, "similarity", ndim=2)
     r = as_numpy(relevancy, "relevancy", ndim=2)
     if s.shape != r.shape:
         raise ValueError(f"similarity {s.shape} and relevancy {r.shape} differ in shape")
-    if s.dtype.kind == "f" and np.isnan(s).any():
-        raise ValueError("similarity contains NaN")
+    check_no_nan(s, "similarity")
+    check_no_nan(r, "relevancy")
     return s, r
 
 
-def mir_per_query(
-    similarity: np.ndarray, relevancy: np.ndarray, num_threads: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def mir_per_query(similarity: Array, relevancy: Array, num_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-query AP and nDCG of each ROW of ``similarity`` (transpose both inputs for the other direction).
 
     Args:
@@ -210,7 +211,7 @@ def _mean_skipping_nan(values: np.ndarray) -> tuple[float, int]:
     return (float(values[valid].mean()) if valid.any() else float("nan")), int((~valid).sum())
 
 
-def epic_mir_metrics(similarity: np.ndarray, relevancy: np.ndarray, num_threads: int | None = None) -> MIRMetrics:
+def epic_mir_metrics(similarity: Array, relevancy: Array, num_threads: int | None = None) -> MIRMetrics:
     """EK-100 MIR mAP and nDCG, video-to-text and text-to-video.
 
     Args:
@@ -231,7 +232,7 @@ def epic_mir_metrics(similarity: np.ndarray, relevancy: np.ndarray, num_threads:
 
 
 def recall_at_k(
-    similarity: np.ndarray,
+    similarity: Array,
     ks: tuple[int, ...] = (1, 5, 10, 50),
     ties: Literal["index", "optimistic", "pessimistic", "mean"] = "index",
 ) -> RecallMetrics:
@@ -247,7 +248,9 @@ def recall_at_k(
     Returns:
         :class:`RecallMetrics` (recall as fractions; ranks 1-based).
     """
-    s = as_numpy(similarity, "similarity", ndim=2).astype(np.float64, copy=False)
+    s = as_numpy(similarity, "similarity", ndim=2)
+    check_no_nan(s, "similarity")
+    s = s.astype(np.float64, copy=False)
     q, g = s.shape
     if g < q:
         raise ValueError(f"need at least as many gallery items as queries, got {s.shape}")
