@@ -34,6 +34,7 @@ def plot_losses(
     Returns ``png``, or None (with a log line) when matplotlib is not installed or there is nothing to draw.
     """
     try:
+        import matplotlib  # noqa: F401  (first: a cached submodule import would not notice it is missing)
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
