@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from egovlp.errors import CheckpointError, ConfigError
+from egovlp.errors import ConfigError
 from egovlp.models.config import TextConfig
 from egovlp.models.layers import additive_mask, attention, init_linear_, merge_heads, split_heads
 
@@ -181,21 +181,8 @@ def load_distilbert(tower: nn.Module, path: str | Path) -> None:
 
     Missing, unexpected and mis-shaped keys are a :class:`CheckpointError` naming them and ``path``.
     """
+    from egovlp.models.pretrained import _load_partial
+
     state = distilbert_state_dict(path)
-    expected = tower.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    bad = [
-        f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in state.items()
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or bad:
-        parts = [
-            f"missing keys: {', '.join(missing[:10])}" if missing else "",
-            f"unexpected keys: {', '.join(unexpected[:10])}" if unexpected else "",
-            f"shape mismatches: {'; '.join(bad[:10])}" if bad else "",
-        ]
-        raise CheckpointError(f"{path} does not fit the DistilBERT tower: " + "; ".join(p for p in parts if p))
-    tower.load_state_dict(state, strict=True)
+    _load_partial(tower, state, f"{path} (DistilBERT tower)", keep_init=())  # nothing may stay at its init
     log.info("text tower initialised from %s (%d tensors)", path, len(state))

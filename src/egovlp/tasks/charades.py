@@ -41,6 +41,7 @@ from egovlp.tasks.registry import TaskSpec, register_task
 from egovlp.tasks.shared import (
     check_crop_scale,
     check_vocab,
+    dual_evaluator,
     encode_texts,
     encode_videos,
     first_items,
@@ -249,18 +250,13 @@ def format_table(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _make_evaluator(cfg: CharadesEvalConfig, tokenizer: Tokenizer, model, dist: DistInfo, progress: bool = False):
-    check_vocab(tokenizer, model.cfg)
-    return CharadesEvaluator(cfg.data, cfg.eval, tokenizer, model.cfg.video.img_size, dist, progress)
-
-
 _PATHS = ("data.annotation_dir", "data.video_root", "data.tokenizer")
 register_task(
     TaskSpec(
         name="charades",
         description="Charades-Ego action recognition: zero-shot with class names as text, or fine-tuned; mAP",
         eval_schema=CharadesEvalConfig,
-        make_evaluator=_make_evaluator,
+        make_evaluator=dual_evaluator(CharadesEvaluator),
         format_table=format_table,
         required=_PATHS,
         finetune_schema=CharadesConfig,

@@ -36,6 +36,7 @@ from egovlp.tasks.registry import TaskSpec, register_task
 from egovlp.tasks.shared import (
     check_crop_scale,
     check_vocab,
+    dual_evaluator,
     encode_texts,
     encode_videos,
     first_items,
@@ -250,18 +251,13 @@ def format_table(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _make_evaluator(cfg: EpicMIREvalConfig, tokenizer: Tokenizer, model, dist: DistInfo, progress: bool = False):
-    check_vocab(tokenizer, model.cfg)
-    return EpicMIREvaluator(cfg.data, cfg.eval, tokenizer, model.cfg.video.img_size, dist, progress)
-
-
 _PATHS = ("data.annotation_dir", "data.video_root", "data.tokenizer")
 register_task(
     TaskSpec(
         name="epic_mir",
         description="EPIC-Kitchens-100 multi-instance retrieval: mAP and nDCG, video-to-text and text-to-video",
         eval_schema=EpicMIREvalConfig,
-        make_evaluator=_make_evaluator,
+        make_evaluator=dual_evaluator(EpicMIREvaluator),
         format_table=format_table,
         required=_PATHS,
         finetune_schema=EpicMIRConfig,

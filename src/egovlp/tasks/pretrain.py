@@ -76,6 +76,8 @@ class LossConfig:
     vtm_weight: float = at_least(0, 2.0)
     mlm_probability: float = rule(0.15, "must be in (0, 1)", lambda p: 0 < p < 1)
     vtm_row_convention: str = one_of(("albef", "release"), "albef")  # see egovlp.losses.vtm
+    # fraction of VTM negatives drawn uniformly from the batch instead of by similarity (release: 0, all hard)
+    vtm_random_negatives: float = rule(0.0, "must be in [0, 1]", lambda f: 0 <= f <= 1)
     gather_grad: str = one_of(("full", "local"), "full")  # full: exact full-batch gradient | local: the release's
     share_lower_layers: bool = True  # compute identical lower-layer work once (False: three full passes)
 
@@ -155,7 +157,7 @@ class PretrainModule(TaskModule):
         if self.do_vtm:
             pairs = sample_vtm_pairs(
                 nce.similarity, nce.positive_mask, rank, video.shape[0], cfg.temperature, self.generator,
-                cast(RowConvention, cfg.vtm_row_convention),
+                cast(RowConvention, cfg.vtm_row_convention), cfg.vtm_random_negatives,
             )  # fmt: skip
             text_ids, text_mask = all_gather_nograd(ids)[pairs.text_index], all_gather_nograd(mask)[pairs.text_index]
             if share:

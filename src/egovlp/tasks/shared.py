@@ -4,7 +4,7 @@ over ranks, and the tokenizer / model vocabulary check. Task modules import thes
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence, Sized
+from collections.abc import Callable, Iterator, Sequence, Sized
 from typing import Any, cast
 
 import numpy as np
@@ -21,6 +21,7 @@ __all__ = [
     "check_crop_scale",
     "check_finite",
     "check_vocab",
+    "dual_evaluator",
     "encode_texts",
     "encode_videos",
     "first_items",
@@ -51,6 +52,17 @@ def table_row(name: str, values: Sequence[float], width: int = 10) -> str:
     """One row of a result table: a label and numbers with 2 decimals (``n/a`` for NaN)."""
     cells = (f"{v:{width}.2f}" if not math.isnan(v) else f"{'n/a':>{width}s}" for v in values)
     return f"{name:22s}" + "".join(cells)
+
+
+def dual_evaluator(evaluator: Callable[..., Any]) -> Callable[..., Any]:
+    """A registry ``make_evaluator`` for evaluators built as ``evaluator(cfg.data, cfg.eval, tokenizer, img_size,
+    dist, progress)`` (the dual-encoder tasks), checking the tokenizer against the model first."""
+
+    def make(cfg: Any, tokenizer: Tokenizer, model: Any, dist: DistInfo, progress: bool = False) -> Any:
+        check_vocab(tokenizer, model.cfg)
+        return evaluator(cfg.data, cfg.eval, tokenizer, model.cfg.video.img_size, dist, progress)
+
+    return make
 
 
 def check_vocab(tokenizer: Tokenizer, model_cfg: ModelConfig) -> None:
