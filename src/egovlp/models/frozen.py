@@ -26,11 +26,17 @@ import logging
 from typing import Any
 
 import torch
-from torch import nn
 
 from egovlp.errors import CheckpointError
 from egovlp.models.config import ModelConfig, TextConfig, VideoConfig
-from egovlp.models.registry import ModelFamily, register_family, register_model
+from egovlp.models.registry import (
+    ModelFamily,
+    build_egovlpv2,
+    egovlpv2_mac_table,
+    egovlpv2_parameter_table,
+    register_family,
+    register_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,26 +71,6 @@ def frozen_config(
 
 
 # --------------------------------------------------------------------------------------------- family hooks
-def _build(cfg: ModelConfig) -> nn.Module:
-    from egovlp.models.model import EgoVLPv2
-
-    return EgoVLPv2(cfg)
-
-
-def _parameters(cfg: ModelConfig) -> dict[str, int]:
-    from egovlp.models.profile import count_parameters
-
-    with torch.device("meta"):
-        return count_parameters(_build(cfg))
-
-
-def _macs(cfg: ModelConfig, num_frames: int | None, text_tokens: int) -> dict[str, float]:
-    from egovlp.models.profile import count_macs
-
-    r = count_macs(cfg, num_frames, text_tokens)
-    return {"dual video": r.dual_video, "dual text": r.dual_text, "dual video run": r.dual_video_executed}
-
-
 def recognises(state: dict) -> bool:
     """Frozen-in-Time / EgoVLP keys (prefix stripped): a TimeSformer plus DistilBERT ``transformer.layer``s."""
     return TEMPORAL_KEY in state and any(k.startswith("text_model.transformer.layer.") for k in state)
@@ -175,9 +161,9 @@ FROZEN = register_family(
         name=FAMILY,
         description="Frozen-in-Time / EgoVLP (v1): TimeSformer + DistilBERT dual encoder, 256-d projections",
         config_type=ModelConfig,
-        build=_build,
-        parameter_table=_parameters,
-        mac_table=_macs,
+        build=build_egovlpv2,
+        parameter_table=egovlpv2_parameter_table,
+        mac_table=egovlpv2_mac_table,
         recognises=recognises,
         official_config=official_config,
         convert_state=convert_state,

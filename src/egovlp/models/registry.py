@@ -134,32 +134,31 @@ def create_model(cfg: Any) -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------- EgoVLPv2 family
-def _build_egovlpv2(cfg: ModelConfig) -> nn.Module:
+def build_egovlpv2(cfg: ModelConfig) -> nn.Module:
+    """The EgoVLPv2 class of a :class:`ModelConfig` (the ``egovlpv2`` family and the dual ``frozen`` one)."""
     from egovlp.models.model import EgoVLPv2
 
     return EgoVLPv2(cfg)
 
 
-def _egovlpv2_parameters(cfg: ModelConfig) -> dict[str, int]:
+def egovlpv2_parameter_table(cfg: ModelConfig) -> dict[str, int]:
+    """Parameters per part of the EgoVLPv2 class (counted on the meta device)."""
     import torch
 
     from egovlp.models.profile import count_parameters
 
     with torch.device("meta"):
-        return count_parameters(_build_egovlpv2(cfg))
+        return count_parameters(build_egovlpv2(cfg))
 
 
-def _egovlpv2_macs(cfg: ModelConfig, num_frames: int | None, text_tokens: int) -> dict[str, float]:
+def egovlpv2_mac_table(cfg: ModelConfig, num_frames: int | None, text_tokens: int) -> dict[str, float]:
+    """GMACs per path of the EgoVLPv2 class; ``fused`` only with fusion layers; ``dual video run`` is what
+    ``encode_video`` runs (its last block computes the CLS state only)."""
     from egovlp.models.profile import count_macs
 
     r = count_macs(cfg, num_frames, text_tokens)
-    # what encode_video runs: the last block computes the CLS state only
-    return {
-        "dual video": r.dual_video,
-        "dual text": r.dual_text,
-        "fused": r.fused,
-        "dual video run": r.dual_video_executed,
-    }
+    fused = {"fused": r.fused} if cfg.has_fusion else {}
+    return {"dual video": r.dual_video, "dual text": r.dual_text, **fused, "dual video run": r.dual_video_executed}
 
 
 def _egovlpv2_recognises(state: dict) -> bool:
@@ -183,9 +182,9 @@ register_family(
         name="egovlpv2",
         description="EgoVLPv2: TimeSformer + RoBERTa, gated cross-attention fusion in the top layers of both towers",
         config_type=ModelConfig,
-        build=_build_egovlpv2,
-        parameter_table=_egovlpv2_parameters,
-        mac_table=_egovlpv2_macs,
+        build=build_egovlpv2,
+        parameter_table=egovlpv2_parameter_table,
+        mac_table=egovlpv2_mac_table,
         recognises=_egovlpv2_recognises,
         official_config=_egovlpv2_official_config,
         convert_state=_egovlpv2_convert,
