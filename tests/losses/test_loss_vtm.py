@@ -168,6 +168,37 @@ def test_fallback_when_everything_is_positive(monkeypatch, caplog):
     assert sum("drawn uniformly" in r.message for r in caplog.records) == 1  # once
 
 
+@pytest.mark.parametrize("random_fraction", [0.5, 1.0])
+def test_random_fraction_mixes_uniform_negatives(random_fraction):
+    """A negative follows (1 - f) * softmax + f * uniform over the admissible items; positives still never drawn."""
+    n = 6
+    s, mask = _random_problem(n, 8, positive_rate=0.15)
+    s = s * 4  # a sharp softmax at temperature 0.25 (far from uniform), so the mixture is easy to tell apart
+    temperature = 0.25
+    vp, tp = vtm_negative_probs(s, mask, torch.arange(n), temperature)
+    admissible = ~(mask | mask.T)  # (n, n) [item, candidate]; the diagonal is in the mask
+    uniform = admissible.float() / admissible.float().sum(dim=1, keepdim=True)
+    probs = torch.stack([vp, tp]) * (1 - random_fraction) + random_fraction * uniform  # (2, n, n)
+    counts = torch.zeros(2, n, n)
+    gen = torch.Generator().manual_seed(9)
+    for _ in range(1500):
+        pairs = sample_vtm_pairs(s, mask, 0, n, temperature, gen, random_fraction=random_fraction)
+        _assert_no_positive_negatives(pairs, mask, torch.arange(n))
+        for slot in range(n):
+            side, index = (0, pairs.video_index) if pairs.replaced[slot] == Replaced.VIDEO else (1, pairs.text_index)
+            if pairs.labels[slot] == 0:
+                counts[side, slot, index[slot]] += 1
+    totals = counts.sum(dim=2, keepdim=True)
+    expected = probs * totals
+    support = probs > 0
+    chi2 = (((counts - expected) ** 2)[support] / expected[support]).sum().item()
+    dof = int(support.sum()) - 2 * n
+    assert chi2 < dof + 5 * (2 * dof) ** 0.5, (chi2, dof)
+    hard = torch.stack([vp, tp]) * totals  # the all-hard sampler's expectation is far off
+    chi2_hard = (((counts - hard) ** 2)[hard > 0] / hard[hard > 0]).sum().item()
+    assert chi2_hard > 10 * chi2, (chi2_hard, chi2)
+
+
 def test_errors():
     s, mask = torch.rand(1, 1), torch.ones(1, 1, dtype=torch.bool)
     with pytest.raises(ValueError, match="at least 2 items"):
@@ -179,6 +210,8 @@ def test_errors():
         sample_vtm_pairs(s, mask.float(), 0, 2)
     with pytest.raises(ValueError, match="row_convention"):
         sample_vtm_pairs(s, mask, 0, 2, row_convention="blip")
+    with pytest.raises(ValueError, match="random_fraction"):
+        sample_vtm_pairs(s, mask, 0, 2, random_fraction=1.5)
 
 
 def test_vtm_loss():

@@ -153,6 +153,7 @@ def sample_vtm_pairs(
     temperature: float = 0.05,
     generator: torch.Generator | None = None,
     row_convention: RowConvention = "albef",
+    random_fraction: float = 0.0,
 ) -> VTMPairs:
     """Sample this rank's VTM pairs: half true pairs, half hard negatives (see the module docstring).
 
@@ -166,11 +167,16 @@ def sample_vtm_pairs(
         generator: makes the draw deterministic; sampling runs on the generator's device. ``None``: global RNG on
             the similarity's device.
         row_convention: ``"albef"`` (default) or ``"release"``; see the module docstring.
+        random_fraction: the probability that a negative slot ignores the similarity and draws its replacement
+            uniformly from the admissible items (not ``i``, not an EgoNCE positive). 0 (default, the release): every
+            negative is a hard one.
 
     Returns:
         :class:`VTMPairs` of ``(B,)`` tensors on the similarity's device.
     """
     _check_inputs(similarity, positive_mask, rank, local_batch, temperature)
+    if not 0.0 <= random_fraction <= 1.0:
+        raise ValueError(f"random_fraction must be in [0, 1]; got {random_fraction}")
     device = similarity.device
     rng_device = generator.device if generator is not None else device
     rows = torch.arange(rank * local_batch, (rank + 1) * local_batch, device=device)  # (B,) global items
@@ -184,6 +190,9 @@ def sample_vtm_pairs(
     u = torch.rand(video_logits.shape, generator=generator, device=rng_device)
     gumbel = -torch.log(-torch.log(u.clamp_(min=torch.finfo(torch.float32).tiny)))  # (B, N)
     logits = torch.where(replace_video[:, None], video_logits.to(rng_device), text_logits.to(rng_device))
+    if random_fraction > 0:  # easy slots: uniform over the admissible items (the -inf entries stay excluded)
+        easy = torch.rand(local_batch, generator=generator, device=rng_device) < random_fraction  # (B,)
+        logits = torch.where(easy[:, None] & logits.isfinite(), torch.zeros_like(logits), logits)
     drawn = (logits + gumbel).argmax(dim=1)  # (B,)
 
     rows_r = rows.to(rng_device)
