@@ -165,3 +165,24 @@ def test_partial_outputs_equal_full_pass(tiny_model, batch):
     torch.testing.assert_close(none.text, full.text)
     torch.testing.assert_close(tiny_model.vtm_logits(cls), tiny_model.vtm_logits(full))
     torch.testing.assert_close(tiny_model.video_model(video), dual_full)
+
+
+def test_frames_block_uses_an_interpolated_copy_and_restores_the_trained_embedding(tiny_model):
+    """The model owns temporary frame-count changes: inside ``frames(8)`` an interpolated copy serves 8 frames (the
+    release's resize), afterwards the trained parameter object is back, untouched; fewer frames need nothing."""
+    from egovlp.models.video import resize_temporal_embed
+
+    trained = tiny_model.video_model.temporal_embed
+    before = trained.detach().clone()
+    video = torch.randn(1, 8, 3, 32, 32)
+    with pytest.raises(ValueError, match="video has 8 frames but the temporal embedding holds 4"):
+        tiny_model.encode_video(video)
+    with torch.no_grad(), tiny_model.frames(8):
+        inside = tiny_model.video_model.temporal_embed
+        assert inside is not trained and inside.shape[1] == 8 and not inside.requires_grad
+        torch.testing.assert_close(inside.detach(), resize_temporal_embed(before, 8))
+        out = tiny_model.encode_video(video)
+    assert tiny_model.video_model.temporal_embed is trained and torch.equal(trained.detach(), before)
+    assert tiny_model.cfg.video.num_frames == 4 and out.shape[0] == 1
+    with tiny_model.frames(2):
+        assert tiny_model.video_model.temporal_embed is trained  # fewer frames: the tower uses the first rows

@@ -91,3 +91,36 @@ def test_builtin_tasks_are_registered():
     tasks = list_tasks()
     assert {"egomcq", "epic_mir", "charades"} <= set(tasks)
     assert set(list_tasks(finetune=True)) >= {"epic_mir", "charades"} and not tasks["egomcq"].can_finetune
+
+
+@pytest.mark.parametrize("module", ["egomcq", "epic_mir", "charades", "pretrain", "text_mlm"])
+def test_a_task_module_imports_no_sibling_task(module):
+    """Tasks share helpers through tasks.shared / tasks.mcq / tasks.registry only, never through another task."""
+    import subprocess
+    import sys
+
+    siblings = {"egomcq", "epic_mir", "charades", "pretrain", "text_mlm"} - {module}
+    probe = (
+        f"import sys; import egovlp.tasks.{module}; "
+        f"print(sorted(m for m in sys.modules if m.rpartition('.')[2] in {sorted(siblings)!r} "
+        "and m.startswith('egovlp.tasks.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"egovlp.tasks.{module} loads {done.stdout.strip()}"
+
+
+def test_an_unwritable_output_folder_is_refused_before_the_evaluation(self_match, tiny_weights, tmp_path, capsys,
+                                                                        monkeypatch):  # fmt: skip
+    import egovlp.utils.files
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(egovlp.utils.files.tempfile, "mkstemp", refuse)  # root ignores chmod: refuse the probe
+    monkeypatch.setattr(SelfMatchEvaluator, "__call__", lambda self, model: pytest.fail("evaluated anyway"))
+    argv = ["evaluate", "self_match", "--checkpoint", str(tiny_weights), "data.texts=t.txt", "data.tokenizer=tok",
+            "--output", str(tmp_path / "out" / "r.json")]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"--output folder {tmp_path / 'out'} is not writable: Permission denied" in err and err.count("\n") == 1

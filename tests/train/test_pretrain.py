@@ -161,3 +161,27 @@ def test_missing_init_paths_fail_at_start_naming_the_key(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "init.roberta=demo/text/roberta: no such file or folder" in err and "pretrain-text" in err
     assert not (tmp_path / "train.log").exists()
+
+
+def test_periodic_egomcq_evaluation_shows_a_progress_bar(small_world, tokenizer, monkeypatch):
+    """Pre-training's validation draws a progress bar when train.progress is on (and none when it is off)."""
+    import tqdm.auto
+
+    from egovlp.tasks.pretrain import PretrainTask
+    from egovlp.train.distributed import DistInfo
+
+    bars: list[str] = []
+
+    def recording_tqdm(iterable, desc="", **kwargs):
+        bars.append(desc)
+        return iterable
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", recording_tqdm)
+    dist = DistInfo(0, 1, 0, torch.device("cpu"))
+    for progress in (True, False):
+        overrides = tiny_pretrain_overrides(small_world, "unused", **{"train.progress": progress})
+        cfg = load_experiment_config(PretrainConfig, str(DEMO), overrides)
+        task = PretrainTask(cfg, tokenizer, dist)
+        metrics = task.evaluate(EgoVLPv2(cfg.model).eval(), dist)
+        assert metrics["egomcq/questions"] == 13.0
+    assert bars == ["EgoMCQ"]

@@ -107,7 +107,7 @@ def _configs(args: argparse.Namespace, data: Path, manifest: dict):
 
 def _evaluate(cfg, model) -> dict[str, dict[str, float]]:
     from egovlp.data.tokenizer import Tokenizer
-    from egovlp.tasks.egomcq import EgoMCQEvaluator
+    from egovlp.tasks.mcq import EgoMCQEvaluator
     from egovlp.train.distributed import init_distributed
 
     dist = init_distributed("cpu")

@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from egovlp.cli.common import load_experiment_config
     from egovlp.config import config_to_dict
     from egovlp.tasks.registry import get_task
+    from egovlp.utils.files import check_writable
 
     parse_trailing_options(args, ("checkpoint", "config", "output"))
     spec = get_task(args.task)
@@ -127,12 +128,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--checkpoint is required (egovlp .safetensors weights)")
     cfg: Any = load_experiment_config(spec.eval_schema, args.config, args.overrides, group="eval")
     check_required(cfg, spec.required, spec.name)
+    output = Path(args.output or Path("results") / f"{spec.name}.json")
+    check_writable(output.parent, "--output folder")  # before the evaluation, not after it
     metrics = evaluate(spec.name, cfg, args.checkpoint)
     if metrics is None:
         return 0
     print(spec.format_table(metrics))
     output = write_results(
-        args.output or Path("results") / f"{spec.name}.json",
+        output,
         {"task": spec.name, "checkpoint": str(args.checkpoint), "metrics": metrics, "config": config_to_dict(cfg)},
     )
     print(f"results: {output}")

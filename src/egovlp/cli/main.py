@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (EgovlpError, FileNotFoundError) as e:
+    except (EgovlpError, OSError) as e:  # OSError: a file the user named cannot be read or written
         if args.verbose:
             raise
         # Errors from user input are reported in one line; --verbose shows the traceback.

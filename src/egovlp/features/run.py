@@ -41,6 +41,7 @@ from egovlp.features.store import (
     write_manifest,
 )
 from egovlp.features.windows import WindowPlan, plan_windows
+from egovlp.utils.files import check_writable
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +353,7 @@ def extract_features(
     previous = check_settings(out_dir, settings)
     if rank == 0:
         collection.log_left_out(cfg.source.annotations)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir, "--out")
     run = _Run(cfg, FeatureExtractor(model, cfg, device, tokenizer), out_dir)
     if rank == 0:  # record the settings now, so that a concurrent or crashed run is checked against them
         early = _final_manifest(cfg, settings, previous, collection, [], [], out_dir)

@@ -34,7 +34,7 @@ from egovlp.models.config import ModelConfig
 from egovlp.models.factory import InitConfig
 from egovlp.models.model import EgoVLPv2
 from egovlp.models.registry import get_model_config
-from egovlp.tasks.egomcq import EgoMCQConfig, EgoMCQEvaluator
+from egovlp.tasks.mcq import EgoMCQConfig, EgoMCQEvaluator
 from egovlp.tasks.shared import check_crop_scale, check_vocab
 from egovlp.train.datasets import CountingCollate, TrainingDataset
 from egovlp.train.distributed import DistInfo

@@ -41,3 +41,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     finally:
         tmp_path.unlink(missing_ok=True)
     return path
+
+
+def check_writable(folder: str | Path, what: str) -> Path:
+    """Create ``folder`` if needed and check a file can be written in it, before any long work; a
+    :class:`~egovlp.errors.ConfigError` naming ``what`` (e.g. ``"--output"``) and the folder otherwise."""
+    from egovlp.errors import ConfigError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{what} {folder} is not writable: {e.strerror or e}") from None
+    return folder
