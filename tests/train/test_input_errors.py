@@ -82,3 +82,35 @@ def test_nan_features_name_the_items_instead_of_failing_in_a_metric():
     batch = {"video": torch.zeros(2, 1, 3, 4, 4), "index": torch.tensor([5, 6]), "num_skipped": 0}
     with pytest.raises(DataError, match=r"video features of items \[5, 6\]: 8 of 8 values are NaN or infinite"):
         encode_videos(NaNModel(), [batch], torch.device("cpu"))
+
+
+def test_a_run_that_failed_at_start_leaves_its_folder_free(small_world, tmp_path, capsys):
+    """A typo fails the run before any checkpoint; the corrected command then runs in the same folder."""
+    out = tmp_path / "run"
+    bad = tiny_pretrain_overrides(small_world, out, **{"data.metadata": tmp_path / "nope.csv", "train.max_steps": 2})
+    assert main(["pretrain", "--config", "pretrain/demo", *bad]) == 1
+    assert "nope.csv" in capsys.readouterr().err
+    good = tiny_pretrain_overrides(small_world, out, **{"train.max_steps": 2, "egomcq.metadata": ""})
+    assert main(["pretrain", "--config", "pretrain/demo", *good]) == 0
+    assert (out / "model.safetensors").is_file()
+
+
+def test_a_failing_evaluation_does_not_lose_the_trained_steps(small_world, tmp_path, capsys, monkeypatch):
+    from egovlp.tasks.mcq import EgoMCQEvaluator
+
+    def broken(self, model):
+        raise DataError("a clip of the validation set cannot be read")
+
+    monkeypatch.setattr(EgoMCQEvaluator, "__call__", broken)
+    out = tmp_path / "run"
+    args = tiny_pretrain_overrides(small_world, out, **{"train.max_steps": 2})
+    assert main(["pretrain", "--config", "pretrain/demo", *args]) == 1
+    assert "cannot be read" in capsys.readouterr().err
+    assert (out / "checkpoints" / "step_00000002" / "model.safetensors").is_file()  # saved before evaluating
+
+
+def test_a_bad_validation_path_fails_before_training(small_world, tmp_path, capsys):
+    args = tiny_pretrain_overrides(small_world, tmp_path / "run", **{"egomcq.metadata": tmp_path / "nope.json"})
+    assert main(["pretrain", "--config", "pretrain/demo", *args]) == 1
+    assert "nope.json: no such EgoMCQ file" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

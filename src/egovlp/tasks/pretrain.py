@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import cast
 
 import torch
@@ -202,6 +203,12 @@ class PretrainTask(Task):
         check_vocab(tokenizer, cfg.model)
         self.module: PretrainModule | None = None
         self._evaluator: EgoMCQEvaluator | None = None
+        mcq = cfg.egomcq
+        if mcq.metadata:  # read the validation set now: a bad path fails at start, not after the first steps
+            if not Path(mcq.video_root).is_dir():
+                raise ConfigError(f"egomcq.video_root={mcq.video_root!r}: no such folder (the EgoMCQ clips)")
+            size = cfg.model.video.img_size
+            self._evaluator = EgoMCQEvaluator(mcq, tokenizer, size, dist, cfg.train.progress)
 
     def train_dataset(self) -> TrainingDataset:
         d = self.cfg.data
@@ -235,10 +242,7 @@ class PretrainTask(Task):
         mcq = self.cfg.egomcq
         if not mcq.metadata:
             return {}
-        if self._evaluator is None:
-            progress = self.cfg.train.progress
-            size = self.cfg.model.video.img_size
-            self._evaluator = EgoMCQEvaluator(mcq, self.tokenizer, size, dist, progress)
+        assert self._evaluator is not None  # built in __init__
         return {f"egomcq/{k}": v for k, v in self._evaluator(model).items()}
 
     def state_dict(self) -> dict:

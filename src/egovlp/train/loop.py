@@ -292,10 +292,11 @@ class _Loop:
             if bar is not None:
                 bar.close()
                 bar = None
-            if self.cfg.eval_every == 0 or self.state.step % self.cfg.eval_every:
-                self._evaluate()
+            # save first: a failing evaluation must not lose the trained steps
             if self.cfg.save_every == 0 or self.state.step % self.cfg.save_every:
                 self._save()
+            if self.cfg.eval_every == 0 or self.state.step % self.cfg.eval_every:
+                self._evaluate()
         finally:
             if bar is not None:
                 bar.close()
@@ -362,10 +363,10 @@ class _Loop:
             bar.update(1)
         if step % self.cfg.log_every == 0 or step == p.total:
             self._log(bar)
+        if self.cfg.save_every and step % self.cfg.save_every == 0:
+            self._save()  # before the evaluation, which may fail (a bad validation file) or take long
         if self.cfg.eval_every and step % self.cfg.eval_every == 0:
             self._evaluate()
-        if self.cfg.save_every and step % self.cfg.save_every == 0:
-            self._save()
 
     def _log(self, bar: Any) -> None:
         keys = list(self.window[0])
@@ -392,11 +393,17 @@ class _Loop:
         log.info("step %d/%d %s lr=%.3g", step, self.p.total, text, scalars.get("lr", float("nan")))
 
     def _evaluate(self) -> None:
+        """Evaluate without touching the training's random streams (a DataLoader draws its workers' seeds from
+        torch's), so that a run resumed from a checkpoint saved before this evaluation continues exactly."""
         model = self.p.model
+        streams = rng_state()
         model.eval()
-        with torch.no_grad():
-            metrics = self.p.task.evaluate(model, self.dist) or {}
-        model.train()
+        try:
+            with torch.no_grad():
+                metrics = self.p.task.evaluate(model, self.dist) or {}
+        finally:
+            model.train()
+            set_rng_state(streams)
         if self.dist.is_main and metrics:
             step = self.state.step
             self.result.evaluations.append({"step": step, **metrics})

@@ -262,10 +262,10 @@ def _check_folder(out: Path, resume: Path | None, resume_spec: str, overwrite: b
         if overwrite:
             clear_run(out)
             return
-        if resume_spec == "auto" and "checkpoints/" not in remnants:
-            # a run killed before its first checkpoint restarts from step 0, if it is the same run
-            if config_yaml is not None and (out / CONFIG_FILE).is_file():
-                check_resume_config(out / CONFIG_FILE, config_yaml, f"the run in {out}")
+        if "checkpoints/" not in remnants:
+            # a run that failed or was killed before its first checkpoint left nothing to resume or to lose
+            log.warning("%s holds %s of a run that saved no checkpoint: starting afresh", out, ", ".join(remnants))
+            clear_run(out)
             return
         raise ConfigError(
             f"train.output_dir {out} holds another run ({', '.join(remnants)}): resume it with train.resume=auto, "
