@@ -17,16 +17,22 @@ from egovlp.models.config import ModelConfig
 T = TypeVar("T")
 
 
-def add_config_args(parser: argparse.ArgumentParser, default: str | None = None, group: str | None = None) -> None:
+def add_config_args(
+    parser: argparse.ArgumentParser,
+    default: str | None = None,
+    group: str | None = None,
+    example: str = "train.max_steps=100",
+) -> None:
     """``--config NAME|FILE`` (a shipped preset or a YAML path) plus trailing ``key.sub=value`` overrides.
 
-    ``group`` is the preset folder the command looks bare names up in (``"pretrain"``, ``"extract"``, ...).
+    ``group`` is the preset folder the command looks bare names up in (``"pretrain"``, ``"extract"``, ...);
+    ``example`` an override the command accepts, for the help text.
     """
     help_text = "YAML config file"
     if group is not None:
         help_text = f"a shipped preset ({group}/NAME or NAME; `egovlp configs` lists them) or a YAML config file"
     parser.add_argument("--config", default=default, help=help_text + (f" (default {default})" if default else ""))
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.max_steps=100")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"config overrides, e.g. {example}")
 
 
 def resolve_model_config(spec: str) -> ModelConfig:
@@ -36,8 +42,8 @@ def resolve_model_config(spec: str) -> ModelConfig:
     from egovlp.models.weights import read_model_config
 
     path = Path(spec)
-    if path.suffix == ".safetensors":
-        return read_model_config(path)
+    if path.suffix == ".safetensors" or (path.is_file() and path.suffix not in (".yaml", ".yml")):
+        return read_model_config(path)  # a release .pth is explained there (egovlp convert)
     if path.suffix in (".yaml", ".yml"):
         return load_config(ModelConfig, path)
     return get_model_config(spec)

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = commands.add_parser("synth", help="generate the synthetic egocentric world (EgoClip/EgoMCQ formats)")
     s.add_argument("--out", required=True, help="output folder (empty, or a previous synthetic world)")
     s.add_argument("--force", action="store_true", help="regenerate even if an identical world is there")
-    add_config_args(s)
+    add_config_args(s, example="num_videos=8")
     s.set_defaults(func=run_synth)
 
     v = commands.add_parser("prepare-videos", help="resize and cut videos into chunks (resumable)")

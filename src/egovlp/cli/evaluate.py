@@ -58,13 +58,36 @@ def add_task_args(p: argparse.ArgumentParser, group: str) -> None:
     )
 
 
-def parse_trailing_options(args: argparse.Namespace, options: tuple[str, ...]) -> None:
+OPTION_HELP = {
+    "checkpoint": "egovlp .safetensors weights (see `egovlp convert`); required",
+    "config": "a shipped preset (`egovlp configs`) or a YAML config file",
+    "output": "results JSON (default results/<task>.json)",
+}
+
+
+def task_help(spec: Any, group: str, required: tuple[str, ...]) -> str:
+    """What ``egovlp evaluate|finetune TASK --help`` says about the task."""
+    from egovlp.configs import list_presets
+
+    preset = f"{group}/{spec.name}"
+    lines = [spec.description, "", f"required keys: {' '.join(f'{k}=...' for k in required) or '(none)'}"]
+    if preset in list_presets():
+        lines.append(f"shipped preset: --config {preset} (`egovlp configs {preset}` prints it with every key)")
+    return "\n".join(lines)
+
+
+def parse_trailing_options(args: argparse.Namespace, options: tuple[str, ...], description: str = "") -> None:
     """Options written after TASK land in the trailing overrides (argparse stops at the first positional): parse
-    them out of ``args.overrides`` in place, options and overrides in any order."""
-    inner = argparse.ArgumentParser(prog=f"egovlp {args.command} {args.task}")
+    them out of ``args.overrides`` in place, options and overrides in any order (``--help`` there describes the
+    task with ``description``)."""
+    inner = argparse.ArgumentParser(
+        prog=f"egovlp {args.command} {args.task}",
+        description=description or None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     for name in options:
-        inner.add_argument(f"--{name}", default=getattr(args, name))
-    inner.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+        inner.add_argument(f"--{name}", default=getattr(args, name), help=OPTION_HELP.get(name))
+    inner.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.num_frames=8")
     vars(args).update(vars(inner.parse_intermixed_args(args.overrides)))
 
 
@@ -122,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
     from egovlp.tasks.registry import get_task
     from egovlp.utils.files import check_writable
 
-    parse_trailing_options(args, ("checkpoint", "config", "output"))
     spec = get_task(args.task)
+    parse_trailing_options(args, ("checkpoint", "config", "output"), task_help(spec, "eval", spec.required))
     if not args.checkpoint:
         raise ConfigError("--checkpoint is required (egovlp .safetensors weights)")
     cfg: Any = load_experiment_config(spec.eval_schema, args.config, args.overrides, group="eval")

@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--uids", metavar="FILE", help="video uids of --chunked-root, one a line (source.uids=)")
     p.add_argument("--video-root", metavar="DIR", help="videos of --annotations (source.video_root=)")
     p.add_argument("--out", metavar="DIR", help="output folder (out_dir=)")
-    add_config_args(p, group="extract")
+    add_config_args(p, group="extract", example="window.num_frames=8")
     p.set_defaults(func=run)
 
 

@@ -17,7 +17,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from egovlp.cli.evaluate import _epilog, add_task_args, check_required, parse_trailing_options, write_results
+from egovlp.cli.evaluate import (
+    _epilog,
+    add_task_args,
+    check_required,
+    parse_trailing_options,
+    task_help,
+    write_results,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +67,16 @@ def run(args: argparse.Namespace) -> int:
     from egovlp.cli.common import load_experiment_config
     from egovlp.tasks.registry import get_task, resolve_task
 
-    parse_trailing_options(args, ("config",))
     spec = get_task(resolve_task(args.task, finetune=True))
+    parse_trailing_options(args, ("config",), task_help(spec, "finetune", spec.finetune_required))
     assert spec.finetune_schema is not None
     cfg: Any = load_experiment_config(spec.finetune_schema, args.config, args.overrides, group="finetune")
     check_required(cfg, spec.finetune_required, spec.name)
+    if not cfg.init.checkpoint:
+        log.warning(
+            "init.checkpoint is not set: fine-tuning starts from random weights of %s (give init.checkpoint="
+            "W.safetensors, e.g. a converted release checkpoint)", cfg.model.arch
+        )  # fmt: skip
     result = finetune(spec.name, cfg)
     if result is None:
         return 0

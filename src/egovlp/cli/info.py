@@ -9,11 +9,22 @@ import json
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="parameter and compute table of a model", description=__doc__)
     p.add_argument("model", nargs="?", help="registry name (see --list), a .safetensors weight file or a model YAML")
-    p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the model's)")
-    p.add_argument("--text-tokens", type=int, default=15, help="text length for the text and fused paths")
+    p.add_argument("--frames", type=_at_least(1), default=None, help="frames per clip (default: the model's)")
+    p.add_argument("--text-tokens", type=_at_least(2), default=15, help="text length for the text and fused paths")
     p.add_argument("--list", action="store_true", help="list the registered architectures")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
+
+
+def _at_least(minimum: int):
+    def parse(value: str) -> int:
+        number = int(value)
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {number}")
+        return number
+
+    parse.__name__ = "integer"  # argparse names the type in its messages
+    return parse
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,4 +54,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{'path':<14}{'GMACs':>16}")
     for name, value in macs.items():
         print(f"{name:<14}{value:>16.2f}")
+    if "dual video run" in macs:
+        print("(dual video run: what encode_video runs; its last block computes the CLS state only)")
     return 0

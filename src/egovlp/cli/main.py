@@ -50,8 +50,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         # Errors from user input are reported in one line; --verbose shows the traceback.
-        print(f"egovlp {args.command}: error: {e}", file=sys.stderr)
+        print(f"egovlp {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 1
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error``; for an error re-raised from a DataLoader worker (whose message carries the worker's
+    traceback) the original message, the last line of that traceback without its ``module.Class:`` prefix."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    name = type(error).__name__
+    for prefix in (f"{type(error).__module__}.{name}: ", f"{name}: "):
+        if last.startswith(prefix):
+            return last[len(prefix) :]
+    return last
 
 
 if __name__ == "__main__":

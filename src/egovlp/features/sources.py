@@ -50,7 +50,7 @@ class SourceConfig:
     extensions: tuple[str, ...] = ("mp4", "mkv", "webm", "avi", "mov")  # of files in `videos` (case-insensitive)
     chunked_root: str = ""  # <root>/<video_uid>/<k>.mp4
     uids: str = ""  # file listing the video uids of `chunked_root`, one a line (empty: every sub-folder)
-    chunk_seconds: float = 600.0  # chunk length of the chunked layout
+    chunk_seconds: float = 0.0  # chunk length of the chunked layout; <= 0: <root>/chunks.json, else 600
     annotations: str = ""  # NLQ / MQ JSON (videos[].clips[]); for mode=text also narration.json or a .txt
     video_root: str = ""  # the videos of `annotations`
     layout: str = "files"  # of `video_root`: "files" (<root>/<video_uid>.mp4, the release's) or "chunked"
@@ -65,8 +65,6 @@ class SourceConfig:
             )
         if self.layout not in ("files", "chunked"):
             raise ConfigError(f"source.layout must be 'files' or 'chunked', got {self.layout!r}")
-        if self.chunk_seconds <= 0:
-            raise ConfigError(f"source.chunk_seconds must be > 0, got {self.chunk_seconds}")
         if needs_video and self.annotations and not self.video_root:
             raise ConfigError("source.annotations needs source.video_root (--video-root) for video features")
 
@@ -212,11 +210,22 @@ def _clip_queries(clip: dict) -> tuple[tuple[Query, ...], tuple[str, ...]]:
     return tuple(queries), tuple(without)
 
 
+def _chunk_seconds(root: str, configured: float) -> float:
+    """The chunk length of ``root`` (``source.chunk_seconds``; <= 0 reads ``chunks.json``), as a config error."""
+    from egovlp.data.video_io import resolve_chunk_seconds
+    from egovlp.errors import VideoReadError
+
+    try:
+        return resolve_chunk_seconds(root, configured)
+    except VideoReadError as e:
+        raise ConfigError(f"source.chunk_seconds: {e}") from None
+
+
 def _video_ref(video_uid: str, cfg: SourceConfig) -> VideoRef | None:
     if not cfg.video_root:
         return None
     if cfg.layout == "chunked":
-        return VideoRef("chunked", cfg.video_root, video_uid, cfg.chunk_seconds)
+        return VideoRef("chunked", cfg.video_root, video_uid, _chunk_seconds(cfg.video_root, cfg.chunk_seconds))
     return VideoRef("file", str(Path(cfg.video_root) / f"{video_uid}.mp4"))
 
 
@@ -293,7 +302,8 @@ def collect_inputs(cfg: SourceConfig, mode: str) -> Collection:
     if cfg.videos:
         items = _video_files(Path(cfg.videos), cfg.extensions)
     elif cfg.chunked_root:
-        items = _chunked_videos(Path(cfg.chunked_root), cfg.uids, cfg.chunk_seconds)
+        chunk = _chunk_seconds(cfg.chunked_root, cfg.chunk_seconds)
+        items = _chunked_videos(Path(cfg.chunked_root), cfg.uids, chunk)
     else:
         items = _annotation_items(cfg, mode)
     if mode != "video" and cfg.annotations == "":

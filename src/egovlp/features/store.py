@@ -215,6 +215,9 @@ def check_settings(out_dir: str | os.PathLike, settings: dict) -> dict | None:
     if manifest is None:
         return None
     if manifest.get("settings_hash") != settings_hash(settings):
+        if not manifest.get("videos"):  # no feature file was written with the old settings: nothing to mix with
+            log.info("%s holds no features yet: its settings are replaced", Path(out_dir) / MANIFEST)
+            return None
         changes = _diff(manifest.get("settings", {}), settings)
         raise ConfigError(
             f"{Path(out_dir) / MANIFEST} holds features made with other settings ({'; '.join(changes[:8])}); "
