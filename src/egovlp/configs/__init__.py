@@ -48,12 +48,16 @@ def _preset_files() -> dict[str, Traversable]:
 
 
 def _description(text: str) -> str:
-    """The first comment line of a YAML file, without its ``#``; empty if the file opens with no comment."""
+    """The first comment line of a YAML file, without its ``#``; a line that runs on into the next one (no final
+    ``.``) is cut at its first ``: `` so that no description stops mid-sentence. Empty without an opening comment."""
     for line in text.splitlines():
         stripped = line.strip()
         if not stripped:
             continue
-        return stripped.lstrip("#").strip() if stripped.startswith("#") else ""
+        if not stripped.startswith("#"):
+            return ""
+        first = stripped.lstrip("#").strip()
+        return first if first.endswith(".") or ": " not in first else first.split(": ", 1)[0]
     return ""
 
 
