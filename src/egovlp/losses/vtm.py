@@ -11,7 +11,8 @@ where ``S`` is the ``(N, N)`` [text, video] similarity of the all-gathered batch
 positive of ``i`` (``mask[i, j] or mask[j, i]``) and ``j == i`` itself gets weight exactly 0, so a sampled negative
 is never a true or EgoNCE-positive pair. Sampling uses the Gumbel-max trick on the masked logits, which is exact and,
 unlike ``torch.multinomial``, can never return a zero-weight index. If every other item is a positive of ``i``, the
-draw falls back to uniform over the items ``j != i`` (logged once).
+draw falls back to uniform over the items ``j != i`` (logged once). With ``random_fraction = f`` each negative slot
+instead draws uniformly from the admissible items with probability ``f`` (easy negatives mixed in; release: 0).
 
 ``row_convention`` -- which similarity row weights which replacement:
 
