@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/model_speed.py
 	$(PY) benchmarks/data_speed.py
 	$(PY) benchmarks/pretrain_step.py
+	$(PY) benchmarks/metrics_speed.py
+	$(PY) benchmarks/detection_speed.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache build dist
