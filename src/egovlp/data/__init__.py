@@ -13,6 +13,8 @@ Modules:
     collate       batch collation (tokenise, flatten negative pairs, drop skipped samples, MLM)
     taxonomy      Ego4D verb/noun taxonomies and narration tagging
     narrations    ``egoclip.csv`` from Ego4D ``narration.json`` (EgoVLP clip windows)
+    nlq           Ego4D NLQ v1 annotations and the challenge submission file
+    moments       Ego4D MQ annotations and the challenge submission file
     prepare       resize + chunk real videos (resumable)
     synthetic     the synthetic world generator
 
