@@ -15,6 +15,9 @@ Modules:
     narrations    ``egoclip.csv`` from Ego4D ``narration.json`` (EgoVLP clip windows)
     nlq           Ego4D NLQ v1 annotations and the challenge submission file
     moments       Ego4D MQ annotations and the challenge submission file
+    egotaskqa     EgoTaskQA question files and answer set
+    qfvs          UT-Egocentric query-focused summarisation layout (oracle summaries, shot tags, Tags.mat)
+    kts           Kernel Temporal Segmentation of a shot sequence
     prepare       resize + chunk real videos (resumable)
     synthetic     the synthetic world generator
 
