@@ -186,3 +186,41 @@ def test_frames_block_uses_an_interpolated_copy_and_restores_the_trained_embeddi
     assert tiny_model.cfg.video.num_frames == 4 and out.shape[0] == 1
     with tiny_model.frames(2):
         assert tiny_model.video_model.temporal_embed is trained  # fewer frames: the tower uses the first rows
+
+
+def test_recorded_cross_attention_is_what_the_fused_pass_computes(tiny_model, batch):
+    """record_cross_attention returns each fused text layer's text-to-video attention from the model's own forward:
+    probabilities that equal softmax(q k^T / sqrt(d)) of the layer's inputs (captured by a hook), sum to 1 over the
+    video tokens, and leave the fused output unchanged."""
+    with torch.no_grad():  # open gates, so the cross-attention changes the states
+        for n, p in tiny_model.named_parameters():
+            if "alpha" in n:
+                p.fill_(0.7)
+    video, ids, mask = batch
+    inputs: dict[int, tuple] = {}
+    layers = tiny_model.text_model.encoder.layer
+    first = tiny_model.first_fused_text
+    hooks = [
+        layers[i].crossattention_t2i.self.register_forward_pre_hook(lambda m, a, i=i: inputs.__setitem__(i, a))
+        for i in range(first, len(layers))
+    ]
+    with torch.no_grad():
+        plain = tiny_model.fuse(video, ids, mask)
+        with tiny_model.record_cross_attention() as records:
+            fused = tiny_model.fuse(video, ids, mask)
+    for h in hooks:
+        h.remove()
+    torch.testing.assert_close(fused.text, plain.text, atol=1e-5, rtol=1e-5)
+    assert sorted(records) == list(range(first, len(layers))) and all(len(r) == 1 for r in records.values())
+    n_video = 1 + video.shape[1] * tiny_model.cfg.video.patches_per_frame
+    for i, (probs,) in records.items():
+        module = layers[i].crossattention_t2i.self
+        x, context = inputs[i]
+        heads = module.num_heads
+        q = module.query(x).view(*x.shape[:2], heads, -1).transpose(1, 2)
+        k = module.key(context).view(*context.shape[:2], heads, -1).transpose(1, 2)
+        want = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1)
+        assert probs.shape == (2, heads, ids.shape[1], n_video)
+        torch.testing.assert_close(probs, want)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]))
+    assert all(layers[i].crossattention_t2i.self.recording is None for i in records)  # nothing kept after

@@ -17,9 +17,10 @@ independent towers. Cross-attention is only executed when the caller passes the 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from egovlp.models.layers import attention, merge_heads, split_heads
+from egovlp.models.layers import attention, attention_weights, merge_heads, split_heads
 from egovlp.models.video import SpaceTimeAttention
 
 
@@ -64,13 +65,22 @@ class CrossAttentionKV(nn.Module):
         self.value = nn.Linear(kv_dim, dim)
         self.dropout_p = dropout
         self.attn_impl = "sdpa"
+        #: a list while recording (EgoVLPv2.record_cross_attention): each forward appends its probabilities
+        self.recording: list[torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """``x (B, L, D)`` attends to every token of ``context (B, N, Dv)`` (no mask) -> ``(B, L, D)``."""
+        """``x (B, L, D)`` attends to every token of ``context (B, N, Dv)`` (no mask) -> ``(B, L, D)``.
+
+        While recording, the output is computed through the explicit probabilities ``(B, H, L, N)``, which are kept.
+        """
         h = self.num_heads
         q, k, v = split_heads(self.query(x), h), split_heads(self.key(context), h), split_heads(self.value(context), h)
         p = self.dropout_p if self.training else 0.0
-        return merge_heads(attention(q, k, v, dropout_p=p, impl=self.attn_impl))
+        if self.recording is None:
+            return merge_heads(attention(q, k, v, dropout_p=p, impl=self.attn_impl))
+        probs = attention_weights(q, k)  # (B, H, L, N)
+        self.recording.append(probs.detach())
+        return merge_heads(torch.matmul(F.dropout(probs, p) if p > 0 else probs, v))
 
 
 class CrossAttentionOutput(nn.Module):

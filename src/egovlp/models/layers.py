@@ -17,6 +17,15 @@ from torch import nn
 ATTENTION_IMPLS = ("sdpa", "reference")
 
 
+def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``softmax(q k^T * d ** -0.5 + mask)``: the attention probabilities ``(..., Lq, Lk)`` of queries
+    ``q (..., Lq, d)`` over keys ``k (..., Lk, d)``; ``mask`` additive as in :func:`reference_attention`."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    if mask is not None:
+        scores = scores + mask
+    return scores.softmax(dim=-1)
+
+
 def reference_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, dropout_p: float = 0.0
 ) -> torch.Tensor:
@@ -27,10 +36,7 @@ def reference_attention(
         mask: additive mask broadcastable to ``(..., Lq, Lk)`` (0 to keep, a large negative number to drop).
     Returns: ``(..., Lq, d)``.
     """
-    scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
-    if mask is not None:
-        scores = scores + mask
-    probs = scores.softmax(dim=-1)
+    probs = attention_weights(q, k, mask)
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p)
     return torch.matmul(probs, v)

@@ -19,7 +19,7 @@ import dataclasses
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -137,6 +137,29 @@ class EgoVLPv2(nn.Module):
             yield
         finally:
             vm.temporal_embed = trained
+
+    @contextmanager
+    def record_cross_attention(self) -> Iterator[dict[int, list[torch.Tensor]]]:
+        """Inside the block, every fused pass records the text-to-video cross-attention of each fused text layer.
+
+        Yields ``{text layer index: [probabilities (B, H, L, 1 + F*P), one per pass]}``: how much each text token
+        (query) attends to each video token (CLS, then frame-major patches) per head, computed by the layer's own
+        forward through the explicit softmax (what a visualisation of the poster's attention maps needs). The
+        recordings are detached; outside the block nothing is kept.
+        """
+        self._require_fusion()
+        layers = {
+            i: cast(Any, self.text_model).encoder.layer[i].crossattention_t2i.self
+            for i in range(self.first_fused_text, self.cfg.text.depth)
+        }
+        records: dict[int, list[torch.Tensor]] = {i: [] for i in layers}
+        for i, module in layers.items():
+            module.recording = records[i]
+        try:
+            yield records
+        finally:
+            for module in layers.values():
+                module.recording = None
 
     # ------------------------------------------------------------------------------------------------- dual
     def encode_video(self, video: torch.Tensor, normalize: bool = False, project: bool = True) -> torch.Tensor:
