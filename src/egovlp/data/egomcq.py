@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from egovlp.data.bad_input import BadInputPolicy
+from egovlp.data.json_records import read_json
 from egovlp.data.sampling import worker_rng
 from egovlp.data.text import clean_narration
 from egovlp.data.video_io import read_clip, resolve_chunk_seconds
@@ -98,13 +99,7 @@ def load_egomcq(json_path: str | os.PathLike) -> list[MCQuestion]:
     and for a file without questions.
     """
     path = str(json_path)
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such EgoMCQ file")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    data = read_json(path, "EgoMCQ")
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object of questions keyed by index")
     if not data:

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from egovlp.data.json_records import read_json
 from egovlp.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -152,13 +153,7 @@ def load_qa_records(json_path: str | os.PathLike, answers: tuple[str, ...]) -> t
     when the answer text is in the answer set, an unknown ``type``, an empty reasoning type).
     """
     path = str(json_path)
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such EgoTaskQA file")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    data = read_json(path, "EgoTaskQA")
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of question records")
     if not data:

@@ -34,7 +34,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from egovlp.data.nlq import SUBMISSION_VERSION, array, clamp_window, field, number, read_json, text, write_json
+from egovlp.data.json_records import SUBMISSION_VERSION, array, clamp_window, field, number, read_json, text, write_json
 from egovlp.errors import DataError
 
 __all__ = [
