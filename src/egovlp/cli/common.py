@@ -117,7 +117,7 @@ def check_init_paths(cfg: Any) -> None:
 
 
 def run_training(cfg: Any, tokenizer_dir: str, make_task: Callable, finish: Callable) -> Any:
-    """The frame every training command shares; returns ``finish(model, result)`` on rank 0, None on other ranks.
+    """The frame every training command shares; returns ``finish(model, result, task)`` on rank 0, None on other ranks.
 
     torchrun/DDP set-up from ``cfg.train.device``, logging to ``<train.output_dir>/train.log``, the tokenizer, the
     model from ``cfg.model`` at ``cfg.data.num_frames`` and ``cfg.init`` (seeded: the same initial weights on every
@@ -142,6 +142,6 @@ def run_training(cfg: Any, tokenizer_dir: str, make_task: Callable, finish: Call
         model = build_model(cfg.model, cfg.init.checkpoint, cfg.init.vit, cfg.init.roberta)
         task = make_task(cfg, tokenizer, dist)
         result = Trainer(cfg.train, cfg.optim, dist, to_yaml(cfg)).fit(task, model)
-        return finish(model, result) if dist.is_main else None
+        return finish(model, result, task) if dist.is_main else None
     finally:
         cleanup_distributed()

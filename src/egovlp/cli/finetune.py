@@ -50,8 +50,8 @@ def finetune(task_name: str, cfg: Any):
     spec = get_task(task_name)
     out = Path(cfg.train.output_dir)
 
-    def finish(model, result):
-        weights = save_weights(model, out / "model.safetensors")
+    def finish(model, result, task):
+        weights = save_weights(model, out / "model.safetensors", heads=task.head_weights())
         final = result.evaluations[-1] if result.evaluations else {}
         write_results(
             out / "results.json",

@@ -65,7 +65,7 @@ def pretrain(cfg):
     from egovlp.models.weights import save_weights
     from egovlp.tasks.pretrain import PretrainTask
 
-    def finish(model, result):
+    def finish(model, result, task):
         save_weights(model, Path(cfg.train.output_dir) / "model.safetensors")
         return result
 
@@ -82,7 +82,7 @@ def pretrain_text(cfg):
         if not getattr(cfg.data, key):
             raise ConfigError(f"data.{key} is not set (give data.{key}=PATH)")
 
-    def finish(model, result):
+    def finish(model, result, task):
         export_roberta(model, Path(cfg.train.output_dir) / ROBERTA_DIR)
         return result
 

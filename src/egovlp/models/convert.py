@@ -146,6 +146,19 @@ def read_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+# Task-head tensors of fine-tuned release checkpoints, outside the backbone: release key -> egovlp head name.
+# EgoTaskQA (downstream.md §1): projector_1 Linear(768, n_answers) -> ReLU -> Dropout -> projector_2.
+RELEASE_HEADS = {
+    f"{layer}.{p}": f"egotaskqa.{layer}.{p}" for layer in ("projector_1", "projector_2") for p in ("weight", "bias")
+}
+
+
+def split_release_heads(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(backbone state, heads)``: the release's task-head tensors (:data:`RELEASE_HEADS`) under egovlp head names."""
+    heads = {RELEASE_HEADS[k]: v for k, v in state.items() if k in RELEASE_HEADS}
+    return {k: v for k, v in state.items() if k not in RELEASE_HEADS}, heads
+
+
 def convert_official_checkpoint(
     path: str | Path, out: str | Path, num_frames: int | None = None, arch: str | None = None
 ) -> Path:
@@ -157,7 +170,9 @@ def convert_official_checkpoint(
     from egovlp.models.registry import create_model
     from egovlp.models.weights import check_state_dict, save_weights
 
-    raw = strip_prefix(read_official_checkpoint(path))
+    raw, heads = split_release_heads(strip_prefix(read_official_checkpoint(path)))
+    if heads:
+        log.info("%s: task head tensors %s kept as heads.*", path, ", ".join(sorted(heads)))
     family = detect_family(raw, str(path))
     assert family.official_config is not None and family.convert_state is not None
     cfg = get_model_config(arch) if arch else family.official_config(raw)
@@ -172,4 +187,4 @@ def convert_official_checkpoint(
         model = create_model(cfg)
     check_state_dict(model, state, str(path))
     model.load_state_dict(state, strict=True, assign=True)  # the meta model takes the checkpoint's tensors
-    return save_weights(model, out, extra_metadata={"egovlp.converted_from": Path(path).name})
+    return save_weights(model, out, extra_metadata={"egovlp.converted_from": Path(path).name}, heads=heads)

@@ -11,7 +11,7 @@ from torch import nn
 from egovlp.errors import ConfigError
 from egovlp.models.registry import create_model
 from egovlp.models.video import resize_temporal_embed
-from egovlp.models.weights import load_state_dict_strict, load_weights
+from egovlp.models.weights import load_state_dict_strict, load_weights, split_task_heads
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def build_model(cfg: Any, checkpoint: str = "", vit: str = "", roberta: str = ""
     backbones (EgoVLPv2 family)."""
     model = create_model(cfg)
     if checkpoint:
-        state = load_weights(checkpoint)
+        state, heads = split_task_heads(load_weights(checkpoint))
         key = "video_model.temporal_embed"
         if key in state and state[key].shape[1] != cfg.video.num_frames:
             log.info(
@@ -39,6 +39,7 @@ def build_model(cfg: Any, checkpoint: str = "", vit: str = "", roberta: str = ""
             )
             state[key] = resize_temporal_embed(state[key], cfg.video.num_frames)
         load_state_dict_strict(model, state, checkpoint)
+        model.head_weights = heads  # task heads of the file (heads.*), e.g. to start a fine-tune's head from
         log.info("loaded %s", checkpoint)
         return model
     if vit or roberta:

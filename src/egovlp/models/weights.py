@@ -5,6 +5,10 @@ in the safetensors metadata (key ``egovlp.model_config``), and a copy sits besid
 read. Loading never unpickles. Before a model is built, the file's tensor shapes (read from its header, no data) are
 checked against the shapes the config implies (built on the meta device), so a small file whose config claims a
 huge model fails at once, naming the keys, instead of allocating the huge model first.
+
+Task heads that live outside the model (e.g. EgoTaskQA's answer classifier) travel in the same file under
+``heads.<task>.<name>`` (:data:`HEAD_PREFIX`): the strict model check leaves them out, and :func:`load_model` hands
+them to the caller as ``model.head_weights`` (``{"<task>.<name>": tensor}``, empty for a file without heads).
 """
 
 from __future__ import annotations
@@ -25,6 +29,20 @@ from egovlp.utils.files import atomic_write
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = "egovlp.model_config"
+HEAD_PREFIX = "heads."
+
+
+def split_task_heads(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(model state, heads)``: the ``heads.*`` entries of a weight file, without the prefix, apart from the rest."""
+    heads = {k[len(HEAD_PREFIX) :]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
+    return {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}, heads
+
+
+def task_heads(heads: dict[str, torch.Tensor], task: str) -> dict[str, torch.Tensor]:
+    """The entries of ``task`` in a heads dict, without the task's prefix (``egotaskqa.projector_1.weight`` ->
+    ``projector_1.weight``)."""
+    prefix = f"{task}."
+    return {k[len(prefix) :]: v for k, v in heads.items() if k.startswith(prefix)}
 
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, Any], source: str) -> None:
@@ -64,11 +82,20 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
     model.load_state_dict(state, strict=True)
 
 
-def save_weights(model: torch.nn.Module, path: str | Path, extra_metadata: dict[str, str] | None = None) -> Path:
-    """Write ``model``'s weights and config (``model.cfg``) as safetensors (atomically) plus a ``.yaml`` beside it."""
+def save_weights(
+    model: torch.nn.Module,
+    path: str | Path,
+    extra_metadata: dict[str, str] | None = None,
+    heads: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``model``'s weights and config (``model.cfg``) as safetensors (atomically) plus a ``.yaml`` beside it.
+
+    ``heads``: task-head tensors stored beside the model as ``heads.<name>`` (e.g. ``egotaskqa.projector_1.weight``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors.update({HEAD_PREFIX + k: v.detach().contiguous().cpu() for k, v in (heads or {}).items()})
     metadata = {CONFIG_KEY: to_yaml(model.cfg), **(extra_metadata or {})}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
@@ -157,7 +184,7 @@ def load_model(
     The file's tensor shapes are checked against the config's before anything is allocated. ``num_frames``
     resizes the temporal embedding after loading (interpolate to more frames, truncate to fewer). ``overrides``
     are ``key=value`` changes to the stored model config that do not alter shapes (e.g.
-    ``grad_checkpointing=true``).
+    ``grad_checkpointing=true``). Task heads stored in the file (``heads.*``) become ``model.head_weights``.
     """
     from egovlp.models.registry import create_model
 
@@ -165,9 +192,11 @@ def load_model(
     cfg = read_model_config(path, overrides)
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in create_model(cfg).state_dict().items()}
-    check_shapes(expected, _ShapeView.of(_open(path)[1]), str(path))
+    check_shapes(expected, _ShapeView.of(split_task_heads(_open(path)[1])[0]), str(path))
     model = create_model(cfg)
-    load_state_dict_strict(model, load_weights(path), str(path))
+    state, heads = split_task_heads(load_weights(path))
+    load_state_dict_strict(model, state, str(path))
+    model.head_weights = heads
     frames = getattr(getattr(cfg, "video", None), "num_frames", None)
     if num_frames is not None and frames is not None and num_frames != frames:
         model.resize_temporal_embed(num_frames)  # type: ignore[operator]

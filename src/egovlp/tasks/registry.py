@@ -37,7 +37,7 @@ __all__ = [
     "resolve_task",
 ]
 
-BUILTIN_TASKS = ("egovlp.tasks.egomcq", "egovlp.tasks.epic_mir", "egovlp.tasks.charades")
+BUILTIN_TASKS = ("egovlp.tasks.egomcq", "egovlp.tasks.epic_mir", "egovlp.tasks.charades", "egovlp.tasks.egotaskqa")
 
 
 class Evaluator(Protocol):

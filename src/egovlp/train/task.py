@@ -86,6 +86,11 @@ class Task:
         """Samples in a batch (for the throughput counter)."""
         return int(batch["video"].shape[0]) if "video" in batch else 0
 
+    def head_weights(self) -> dict[str, torch.Tensor]:
+        """Task-head tensors to save beside the model in its weight file (``heads.<name>``; see
+        :mod:`egovlp.models.weights`), e.g. ``{"egotaskqa.projector_1.weight": ...}``; none by default."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Random-stream state etc. that must survive a resume (tensors and plain values only)."""
         return {}

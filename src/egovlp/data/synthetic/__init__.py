@@ -12,6 +12,8 @@
     tokenizer/                        byte-level BPE trained on the narrations (tokenizer.json, vocab.json, merges.txt)
     epic/                             EK-100 MIR set (official CSVs, relevancy pickles, whole videos; SynthConfig.epic)
     charades/                         Charades-Ego set (official CSVs, class list, whole videos; SynthConfig.charades)
+    egotaskqa/                        EgoTaskQA set (question JSONs, answer set, short videos; SynthConfig.egotaskqa)
+    episodic/                         Ego4D NLQ and MQ sets (nlq_*.json, moments_*.json, long videos; SynthConfig.episodic)
     manifest.json, README.txt         what is where, sizes, chunk_seconds, num_verbs / num_nouns
 
 The world: each video has its own scene (background colour and texture) and a few objects (shapes in colours).
@@ -133,6 +135,10 @@ def _downstream_readme(files: dict[str, str]) -> str:
         lines += "epic/                       EK-100 MIR: retrieval CSVs, relevancy pickles, videos/<P>/<id>.MP4\n"
     if "charades" in files:
         lines += "charades/                   Charades-Ego: *_only1st.csv, Charades_v1_classes.txt, videos/<id>.mp4\n"
+    if "egotaskqa" in files:
+        lines += "egotaskqa/                  EgoTaskQA: Data/qa/direct/formatted_*_qas_encode.json, qa_videos/*.mp4\n"
+    if "episodic" in files:
+        lines += "episodic/                   Ego4D NLQ + MQ: nlq_*.json, moments_*.json, videos/<video_uid>.mp4\n"
     return lines
 
 
@@ -171,7 +177,7 @@ def _previous_world(out: Path, cfg: SynthConfig, reuse: bool) -> dict | None:
             write_chunks_file(out / "videos", cfg.chunk_seconds)
         return old
     path.unlink()  # written last: its absence marks an incomplete world if this run is interrupted
-    for name in ("videos", "tokenizer", "epic", "charades"):
+    for name in ("videos", "tokenizer", "epic", "charades", "egotaskqa", "episodic"):
         shutil.rmtree(out / name, ignore_errors=True)
     return None
 

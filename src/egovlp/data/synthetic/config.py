@@ -138,6 +138,20 @@ class SynthConfig:
     charades_videos: int = 32  # the last charades_test_videos form the test split
     charades_test_videos: int = 12
     charades_video_seconds: float = 10.0
+    # EgoTaskQA-format questions over new short videos under egotaskqa/ (egovlp.data.synthetic.egotaskqa); videos
+    # are split train / val / test (the last egotaskqa_val_videos + egotaskqa_test_videos are val, then test).
+    egotaskqa: bool = True
+    egotaskqa_videos: int = 40
+    egotaskqa_val_videos: int = 6
+    egotaskqa_test_videos: int = 6
+    egotaskqa_video_seconds: float = 10.0
+    # Ego4D NLQ and MQ files over long videos under episodic/ (egovlp.data.synthetic.episodic): one clip per video,
+    # split train / val / test by video (the last episodic_val_videos + episodic_test_videos are val, then test).
+    episodic: bool = True
+    episodic_videos: int = 6
+    episodic_val_videos: int = 1
+    episodic_test_videos: int = 1
+    episodic_video_seconds: float = 60.0
 
     def validate(self) -> None:
         """Raise ConfigError for impossible settings."""
@@ -180,6 +194,29 @@ class SynthConfig:
             (
                 not self.charades or self.charades_video_seconds >= 2 * self.event_seconds_max + 2.5,
                 "charades_video_seconds too short for its actions",
+            ),
+            (
+                not self.egotaskqa
+                or (
+                    min(self.egotaskqa_val_videos, self.egotaskqa_test_videos) >= 1
+                    and self.egotaskqa_val_videos + self.egotaskqa_test_videos < self.egotaskqa_videos
+                ),
+                "need egotaskqa_val_videos, egotaskqa_test_videos >= 1 and their sum < egotaskqa_videos",
+            ),
+            (
+                not self.egotaskqa or self.egotaskqa_video_seconds >= 2 * self.event_seconds_max + 2.5,
+                "egotaskqa_video_seconds too short for two actions",
+            ),
+            (
+                not self.episodic
+                or 1 <= self.episodic_val_videos
+                and 1 <= self.episodic_test_videos
+                and self.episodic_val_videos + self.episodic_test_videos < self.episodic_videos,
+                "need episodic_val_videos, episodic_test_videos >= 1 and their sum < episodic_videos",
+            ),
+            (
+                not self.episodic or self.episodic_video_seconds >= 8 * self.event_seconds_max,
+                "episodic_video_seconds too short for its actions",
             ),
         ]
         for ok, message in checks:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from egovlp.data.egoclip_table import write_egoclip_csv
 from egovlp.data.synthetic.charades_ego import write_charades_ego
+from egovlp.data.synthetic.egotaskqa import write_egotaskqa
+from egovlp.data.synthetic.episodic import write_episodic
 from egovlp.data.synthetic.epic_mir import write_epic_mir
 from egovlp.data.synthetic.world import Event, World
 from egovlp.data.taxonomy import write_taxonomy
@@ -118,4 +120,6 @@ WRITERS: dict[str, Writer] = {
     "tokenizer": write_tokenizer,
     "epic_mir": write_epic_mir,  # epic/ (SynthConfig.epic)
     "charades_ego": write_charades_ego,  # charades/ (SynthConfig.charades)
+    "egotaskqa": write_egotaskqa,  # egotaskqa/ (SynthConfig.egotaskqa)
+    "episodic": write_episodic,  # episodic/ (SynthConfig.episodic): Ego4D NLQ + MQ
 }
