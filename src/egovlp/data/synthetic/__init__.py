@@ -13,7 +13,7 @@
     epic/                             EK-100 MIR set (official CSVs, relevancy pickles, whole videos; SynthConfig.epic)
     charades/                         Charades-Ego set (official CSVs, class list, whole videos; SynthConfig.charades)
     egotaskqa/                        EgoTaskQA set (question JSONs, answer set, short videos; SynthConfig.egotaskqa)
-    episodic/                         Ego4D NLQ and MQ sets (nlq_*.json, moments_*.json, long videos; SynthConfig.episodic)
+    episodic/                         Ego4D NLQ and MQ sets (nlq_*.json, moments_*.json, long videos; .episodic)
     manifest.json, README.txt         what is where, sizes, chunk_seconds, num_verbs / num_nouns
 
 The world: each video has its own scene (background colour and texture) and a few objects (shapes in colours).

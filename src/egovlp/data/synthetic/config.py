@@ -209,9 +209,10 @@ class SynthConfig:
             ),
             (
                 not self.episodic
-                or 1 <= self.episodic_val_videos
-                and 1 <= self.episodic_test_videos
-                and self.episodic_val_videos + self.episodic_test_videos < self.episodic_videos,
+                or (
+                    min(self.episodic_val_videos, self.episodic_test_videos) >= 1
+                    and self.episodic_val_videos + self.episodic_test_videos < self.episodic_videos
+                ),
                 "need episodic_val_videos, episodic_test_videos >= 1 and their sum < episodic_videos",
             ),
             (

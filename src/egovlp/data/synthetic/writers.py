@@ -14,8 +14,8 @@ from pathlib import Path
 from egovlp.data.egoclip_table import write_egoclip_csv
 from egovlp.data.synthetic.charades_ego import write_charades_ego
 from egovlp.data.synthetic.egotaskqa import write_egotaskqa
-from egovlp.data.synthetic.episodic import write_episodic
 from egovlp.data.synthetic.epic_mir import write_epic_mir
+from egovlp.data.synthetic.episodic import write_episodic
 from egovlp.data.synthetic.world import Event, World
 from egovlp.data.taxonomy import write_taxonomy
 from egovlp.data.text import clean_narration
