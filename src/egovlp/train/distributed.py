@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -81,7 +82,15 @@ def init_distributed(device: str = "auto", timeout_minutes: int = 30) -> DistInf
 
 
 def cleanup_distributed() -> None:
+    """Leave the process group together: a barrier first, so that no rank tears its gloo connections down while
+    another still uses them (rank 0 scoring while rank 1 exits made rank 1 abort at exit, now and then). When called
+    while an exception propagates (from a ``finally``), the barrier is skipped: the peers may be blocked elsewhere."""
     if dist.is_available() and dist.is_initialized():
+        try:
+            if sys.exc_info()[0] is None:
+                dist.barrier()
+        except RuntimeError as e:  # a peer died: still release this rank's group
+            log.warning("barrier before leaving the process group failed: %s", e)
         dist.destroy_process_group()
 
 
