@@ -228,3 +228,17 @@ def test_finetune_keeps_the_best_val_model_and_evaluate_scores_it(mode, world, t
     assert main(argv) == 0
     best = json.loads((tmp_path / "best.json").read_text())["metrics"]["All"]
     assert best == pytest.approx(max(v["All"] for v in vals))
+
+
+def test_answer_prior_is_the_most_frequent_train_answer_per_type_and_category():
+    from egovlp.data.egotaskqa import QARecord
+    from egovlp.tasks.egotaskqa import answer_prior
+
+    def rec(answer_id: int, qtype: str, category: str) -> QARecord:
+        return QARecord(0, "v", "q?", str(answer_id), answer_id, qtype, category, category, ("descriptive",))
+
+    train = [rec(0, "binary", "action"), rec(1, "binary", "action"), rec(1, "binary", "action"),
+             rec(4, "open", "object"), rec(3, "open", "object"), rec(5, "open", "order")]  # fmt: skip
+    questions = [rec(0, "binary", "action"), rec(9, "open", "object"), rec(9, "open", "unseen")]
+    # binary/action: 1 (twice); open/object: 3 and 4 tie -> the lower id; unseen pair: the overall top answer (1)
+    assert answer_prior(train, questions).tolist() == [1, 3, 1]

@@ -24,8 +24,10 @@ so ``egovlp evaluate egotaskqa --checkpoint converted.safetensors`` scores it. T
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from egovlp.config import at_least, greater_than, one_of
-from egovlp.data.egotaskqa import EgoTaskQASplit, load_egotaskqa
+from egovlp.data.egotaskqa import EgoTaskQASplit, QARecord, load_egotaskqa
 from egovlp.data.egotaskqa_dataset import EgoTaskQADataset
 from egovlp.data.epic_mir_dataset import ClipCollate
 from egovlp.data.tokenizer import Tokenizer
@@ -197,6 +199,10 @@ class EgoTaskQAEvaluator:
         self.data, self.cfg, self.dist, self.head, self.mode = data, cfg, dist, head, mode
         self.progress = "EgoTaskQA questions" if progress and dist.is_main else ""
         self.split = load_split(data, cfg.split)
+        try:  # for the answer-prior baseline row
+            self.train_records: tuple[QARecord, ...] = load_split(data, "train").records
+        except DataError:
+            self.train_records = ()
         if head.num_answers != self.split.num_answers:
             raise ConfigError(
                 f"the answer head has {head.num_answers} answers but {self.split.path}'s answer set has "
@@ -256,7 +262,30 @@ class EgoTaskQAEvaluator:
             [r.reasoning_types for r in records],
             self.split.reasoning_type_names,
         )
-        return {**result.to_dict(), "skipped_questions": merged["skipped"], "mode": self.mode}
+        out = {**result.to_dict(), "skipped_questions": merged["skipped"], "mode": self.mode}
+        if self.train_records:  # the answer-prior baseline on the same questions, for comparison
+            answers, types = [r.answer_id for r in records], [r.type for r in records]
+            predicted = answer_prior(self.train_records, records)
+            prior = egotaskqa_accuracy(predicted, answers, types, [r.reasoning_types for r in records])
+            out.update({f"prior/{k}": v for k, v in prior.to_dict().items() if k in ("open", "binary", "All")})
+        return out
+
+
+def answer_prior(train: Sequence[QARecord], questions: Sequence[QARecord]) -> np.ndarray:
+    """The answer-prior baseline: for each question, the most frequent TRAIN answer among train questions of the
+    same ``type`` and ``category`` (the whole train split's most frequent answer for an unseen pair; the lowest
+    class id on ties). Needs no video: what a model must clearly beat."""
+    counts: dict[tuple[str, str], collections.Counter] = collections.defaultdict(collections.Counter)
+    for r in train:
+        counts[(r.type, r.category)][r.answer_id] += 1
+    overall = collections.Counter(r.answer_id for r in train)
+
+    def top(counter: collections.Counter) -> int:
+        return min(counter, key=lambda a: (-counter[a], a))
+
+    best = {key: top(c) for key, c in counts.items()}
+    fallback = top(overall)
+    return np.array([best.get((q.type, q.category), fallback) for q in questions], dtype=np.int64)
 
 
 class EgoTaskQAModule(TaskModule):
@@ -366,6 +395,11 @@ def format_table(m: dict[str, Any]) -> str:
     reasoning = [k for k in m if k.startswith("reasoning/") and not k.endswith("/count")]
     for key in reasoning:
         lines.append(f"{key[len('reasoning/') :]:22s}{_cell(m, key)}")
+    if "prior/All" in m:
+        cells = "".join(f"{m[f'prior/{k}']:10.2f}" if m.get(f"prior/{k}") is not None else f"{'n/a':>10s}"
+                        for k in ("open", "binary", "All"))  # fmt: skip
+        lines.append(f"{'':22s}{'open':>10s}{'binary':>10s}{'All':>10s}")
+        lines.append(f"{'answer prior (train)':22s}{cells}")
     if "best/All" in m:
         lines.append(f"best All so far: {m['best/All']:.2f} at evaluation {int(m['best/evaluation'])} ({BEST_FILE})")
     if m.get("skipped_questions"):
