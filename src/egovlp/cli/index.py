@@ -61,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def split_args(items: list[str]) -> tuple[list[str], list[str]]:
     """``(videos, overrides)``: an item that is not an existing path and holds ``=`` is a ``key=value`` override."""
-    videos, overrides = [], []
+    videos: list[str] = []
+    overrides: list[str] = []
     for item in items:
         (overrides if "=" in item and not Path(item).exists() else videos).append(item)
     return videos, overrides

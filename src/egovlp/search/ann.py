@@ -46,13 +46,15 @@ def build_ann(vectors: np.ndarray, cfg: AnnConfig, threads: int | None = None) -
     n, d = x.shape
     kind = choose_kind(cfg, n)
     params: dict[str, Any] = {"kind": kind, "num_vectors": n, "dim": d}
+    index: Any
     if kind == "exact":
         index = faiss.IndexFlatIP(d)
     elif kind == "ivf":
         nlist = _nlist(cfg, n)
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        if n:
-            index.train(x)
+        if n:  # k-means on at most 64 points per list (seeded sample): enough for the centroids, bounded time
+            sample = x if n <= 64 * nlist else x[np.random.default_rng(0).choice(n, 64 * nlist, replace=False)]
+            index.train(sample)
         params.update(nlist=nlist, nprobe=min(cfg.nprobe, nlist))
     else:
         index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)

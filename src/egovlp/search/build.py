@@ -218,7 +218,11 @@ class _Embedder:
 
 def _finish(cfg: IndexConfig, root: Path, base: dict, order: list[str], result: IndexResult) -> dict:
     """Rebuild windows.npz and index.faiss from every video's embeddings; the final manifest."""
-    videos, vectors, owner, starts, ends = [], [], [], [], []
+    videos: list[dict] = []
+    vectors: list[np.ndarray] = []
+    owner: list[np.ndarray] = []
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
     first = 0
     for vid in order:
         path = embedding_path(root, vid)
