@@ -37,7 +37,15 @@ __all__ = [
     "resolve_task",
 ]
 
-BUILTIN_TASKS = ("egovlp.tasks.egomcq", "egovlp.tasks.epic_mir", "egovlp.tasks.charades", "egovlp.tasks.egotaskqa")
+BUILTIN_TASKS = (
+    "egovlp.tasks.egomcq",
+    "egovlp.tasks.epic_mir",
+    "egovlp.tasks.charades",
+    "egovlp.tasks.egotaskqa",
+    "egovlp.tasks.qfvs",
+    "egovlp.tasks.mq",
+    "egovlp.tasks.nlq",
+)
 
 
 class Evaluator(Protocol):
