@@ -14,6 +14,7 @@
     charades/                         Charades-Ego set (official CSVs, class list, whole videos; SynthConfig.charades)
     egotaskqa/                        EgoTaskQA set (question JSONs, answer set, short videos; SynthConfig.egotaskqa)
     episodic/                         Ego4D NLQ and MQ sets (nlq_*.json, moments_*.json, long videos; .episodic)
+    qfvs/                             QFVS set (UT-Egocentric layout: 1 fps P0X.mp4, shot tags, Tags.mat; .qfvs)
     manifest.json, README.txt         what is where, sizes, chunk_seconds, num_verbs / num_nouns
 
 The world: each video has its own scene (background colour and texture) and a few objects (shapes in colours).
@@ -139,6 +140,8 @@ def _downstream_readme(files: dict[str, str]) -> str:
         lines += "egotaskqa/                  EgoTaskQA: Data/qa/direct/formatted_*_qas_encode.json, qa_videos/*.mp4\n"
     if "episodic" in files:
         lines += "episodic/                   Ego4D NLQ + MQ: nlq_*.json, moments_*.json, videos/<video_uid>.mp4\n"
+    if "qfvs" in files:
+        lines += "qfvs/                       QFVS, UT-Egocentric layout: videos/P0X.mp4 (1 fps), tags, oracles\n"
     return lines
 
 
@@ -177,7 +180,7 @@ def _previous_world(out: Path, cfg: SynthConfig, reuse: bool) -> dict | None:
             write_chunks_file(out / "videos", cfg.chunk_seconds)
         return old
     path.unlink()  # written last: its absence marks an incomplete world if this run is interrupted
-    for name in ("videos", "tokenizer", "epic", "charades", "egotaskqa", "episodic"):
+    for name in ("videos", "tokenizer", "epic", "charades", "egotaskqa", "episodic", "qfvs"):
         shutil.rmtree(out / name, ignore_errors=True)
     return None
 

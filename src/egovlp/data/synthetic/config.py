@@ -152,6 +152,13 @@ class SynthConfig:
     episodic_val_videos: int = 1
     episodic_test_videos: int = 1
     episodic_video_seconds: float = 60.0
+    # QFVS in the UT-Egocentric layout under qfvs/ (egovlp.data.synthetic.qfvs): long 1 fps videos P01.. cut into
+    # 5 s shots, the shapes in view as per-shot concepts, Tags.mat and oracle summaries of shape pairs.
+    qfvs: bool = True
+    qfvs_videos: int = 4  # leave-one-video-out needs at least 2
+    qfvs_video_seconds: float = 600.0  # about 120 shots of 5 s
+    qfvs_props_per_video: int = 6  # each action shows 3 of them, so the concepts in view change
+    qfvs_event_seconds: float = 12.0  # mean action length (0.6-1.4x): a shot mostly shows one action
 
     def validate(self) -> None:
         """Raise ConfigError for impossible settings."""
@@ -218,6 +225,16 @@ class SynthConfig:
             (
                 not self.episodic or self.episodic_video_seconds >= 8 * self.event_seconds_max,
                 "episodic_video_seconds too short for its actions",
+            ),
+            (not self.qfvs or self.qfvs_videos >= 2, "qfvs_videos must be >= 2 (leave-one-video-out)"),
+            (not self.qfvs or self.num_shapes >= 2, "qfvs needs num_shapes >= 2 (queries are concept pairs)"),
+            (
+                not self.qfvs or 3 <= self.qfvs_props_per_video <= self.num_shapes * self.num_colours,
+                "qfvs_props_per_video must be >= 3 and at most num_shapes * num_colours",
+            ),
+            (
+                not self.qfvs or 0 < 6 * self.qfvs_event_seconds <= self.qfvs_video_seconds,
+                "need qfvs_event_seconds > 0 and qfvs_video_seconds >= 6 * qfvs_event_seconds",
             ),
         ]
         for ok, message in checks:

@@ -16,6 +16,7 @@ from egovlp.data.synthetic.charades_ego import write_charades_ego
 from egovlp.data.synthetic.egotaskqa import write_egotaskqa
 from egovlp.data.synthetic.epic_mir import write_epic_mir
 from egovlp.data.synthetic.episodic import write_episodic
+from egovlp.data.synthetic.qfvs import write_qfvs
 from egovlp.data.synthetic.world import Event, World
 from egovlp.data.taxonomy import write_taxonomy
 from egovlp.data.text import clean_narration
@@ -122,4 +123,5 @@ WRITERS: dict[str, Writer] = {
     "charades_ego": write_charades_ego,  # charades/ (SynthConfig.charades)
     "egotaskqa": write_egotaskqa,  # egotaskqa/ (SynthConfig.egotaskqa)
     "episodic": write_episodic,  # episodic/ (SynthConfig.episodic): Ego4D NLQ + MQ
+    "qfvs": write_qfvs,  # qfvs/ (SynthConfig.qfvs): UT-Egocentric QFVS layout
 }
