@@ -241,7 +241,8 @@ def main() -> None:
             else measure(cfg, frames, args.text_tokens, repeats, device)
         )
         lines += report(frames, macs, secs)
-    print("\n".join(lines))
+        print("\n".join(lines), flush=True)  # each frame count's rows as soon as they are measured
+        lines = []
 
 
 if __name__ == "__main__":
