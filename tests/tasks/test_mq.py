@@ -248,3 +248,16 @@ def test_mq_is_a_registered_fine_tunable_task_importing_no_sibling():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_uniform_proposals_hand_computed():
+    from egovlp.data.moments import MQClip
+    from egovlp.episodic.baselines import uniform_proposals
+
+    train = [MQClip("v", "a", 0, 20, ((0.0, 2.0), (5.0, 9.0), (1.0, 4.0)), (0, 1, 0), ("x", "y", "x"))]
+    clip = MQClip("w", "b", 0, 7, (), (), ())
+    uids, labels, segments, scores = uniform_proposals([clip], train, 3)
+    # mean length 3, stride 1.5: starts 0, 1.5 and 3 (the last start is at most 7 - 3 = 4)
+    assert segments[:3].tolist() == [[0.0, 3.0], [1.5, 4.5], [3.0, 6.0]]
+    assert labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3 and uids == ["b"] * 9
+    np.testing.assert_allclose(scores, [2 / 3] * 3 + [1 / 3] * 3 + [0.0] * 3)
