@@ -134,9 +134,9 @@ def test_search_results_are_the_searchers(server, searcher, index):
             index.videos[number].kind == "chunked"
         ):  # chunked: the chunk holding the start, and the time of that chunk's first frame
             k = int(m.start // 2.0)
-            assert r["media"] == f"/api/media/2/{k}" and r["media_offset"] == 2.0 * k
+            assert r["media"] == f"/api/media/2/{k}" and r["media_offset"] == 2.0 * k and r["chunk_seconds"] == 2.0
         else:
-            assert r["media"] == f"/api/media/{number}" and r["media_offset"] == 0.0
+            assert r["media"] == f"/api/media/{number}" and r["media_offset"] == 0.0 and r["chunk_seconds"] is None
     reranked = json.loads(get(server + "/api/search?q=washes+a+cup&k=2&rerank=4")[2])["results"]
     assert all(r["vtm"] is not None for r in reranked)
 

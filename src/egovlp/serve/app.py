@@ -104,14 +104,15 @@ def _result(state: _State, moment: Any) -> dict:
     best = moment.window_ids[0]
     number = state.index.window(best).video
     video = state.index.videos[number]
-    media, offset = f"/api/media/{number}", 0.0
-    if video.kind == "chunked":
-        chunk = max(0, math.floor(moment.start / video.ref.chunk_seconds))
-        media, offset = f"/api/media/{number}/{chunk}", chunk * video.ref.chunk_seconds
+    media, offset, chunk_seconds = f"/api/media/{number}", 0.0, None
+    if video.kind == "chunked":  # the page plays on into the next chunks until the moment's end
+        chunk_seconds = video.ref.chunk_seconds
+        chunk = max(0, math.floor(moment.start / chunk_seconds))
+        media, offset = f"/api/media/{number}/{chunk}", chunk * chunk_seconds
     return {
         "rank": moment.rank, "video": moment.video, "start": moment.start, "end": moment.end,
         "score": moment.score, "similarity": moment.similarity, "vtm": moment.vtm, "window": best,
-        "thumb": f"/api/thumb/{best}", "media": media, "media_offset": offset,
+        "thumb": f"/api/thumb/{best}", "media": media, "media_offset": offset, "chunk_seconds": chunk_seconds,
         "attention": f"/api/attention/{best}" if state.attention else None,
     }  # fmt: skip
 

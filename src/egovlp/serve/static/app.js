@@ -3,6 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 let info = { attention: false, rerank: false };
+let playing = null; // { result, chunk, offset }: the moment being played, and which chunk of a chunked video
 let stopAt = null; // seconds in the media where the playing moment ends
 
 function seconds(t) {
@@ -31,6 +32,7 @@ function play(result, card, query) {
   const player = $("player");
   const from = result.start - result.media_offset;
   stopAt = result.end - result.media_offset;
+  playing = { result, offset: result.media_offset };
   const seek = () => { player.currentTime = from; player.play().catch(() => {}); };
   if (player.getAttribute("src") !== result.media) {
     player.setAttribute("src", result.media);
@@ -91,6 +93,18 @@ async function search(event) {
 $("player").addEventListener("timeupdate", () => {
   const player = $("player");
   if (stopAt !== null && player.currentTime >= stopAt) { player.pause(); stopAt = null; }
+});
+$("player").addEventListener("ended", () => {
+  // a chunked video: the moment goes on in the next chunk (/api/media/<video>/<chunk + 1>)
+  if (!playing || playing.result.chunk_seconds === null) return;
+  const next = playing.offset + playing.result.chunk_seconds;
+  if (next >= playing.result.end) return;
+  const player = $("player");
+  const base = playing.result.media.replace(/\/\d+$/, "");
+  playing.offset = next;
+  stopAt = playing.result.end - next;
+  player.setAttribute("src", `${base}/${Math.round(next / playing.result.chunk_seconds)}`);
+  player.play().catch(() => {});
 });
 $("search-form").addEventListener("submit", search);
 
