@@ -201,3 +201,15 @@ def test_a_missing_video_is_a_404_and_the_server_goes_on(server, library, index)
     finally:
         os.replace(hidden, path)
     assert get(f"{server}/api/media/{number}", {"Range": "bytes=0-9"})[0] == 206
+
+
+def test_concurrent_requests_are_all_answered(server):
+    """Searches and attention maps from several threads at once (the model and matplotlib run one at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [f"/api/attention/{i % 4}?q=C+washes+a+cup" for i in range(6)] + ["/api/search?q=cup&k=2"] * 6
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda p: get(server + p), paths))
+    assert [a[0] for a in answers] == [200] * len(paths)
+    pngs = [a[2] for a in answers[:6]]
+    assert pngs[0] == pngs[4] and pngs[1] == pngs[5] and pngs[0] != pngs[1]  # same window, same map

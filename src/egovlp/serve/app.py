@@ -125,24 +125,28 @@ def _file(path: Path, what: str, media_type: str | None = None) -> FileResponse:
 
 
 def _attention_png(state: _State, window: int, q: str, layer: str) -> bytes:
+    """The PNG of ``q`` on window ``window``'s frames (those it was indexed from), cached by (window, text, layer).
+
+    The model pass, the drawing (matplotlib is not thread-safe) and the cache are under the state's lock.
+    """
     from egovlp.features.sources import read_frames
     from egovlp.viz import attention_maps, attention_png
 
     key = (window, q, layer)
-    if key in state.pngs:
-        state.pngs.move_to_end(key)
-        return state.pngs[key]
+    with state.lock:
+        if key in state.pngs:
+            state.pngs.move_to_end(key)
+            return state.pngs[key]
     w = state.index.window(window)
     video = state.index.videos[w.video]
-    frames = read_frames(video.ref, state.index.frame_times(window))
+    frames = read_frames(video.ref, state.index.frame_times(window))  # DataError (404) when the video is gone
+    model, tokenizer, device = state.searcher.model, state.searcher.tokenizer, str(state.searcher.device)
     with state.lock:
-        maps = attention_maps(
-            state.searcher.model, state.searcher.tokenizer, frames, q, layer, str(state.searcher.device)
-        )
-    png = attention_png(maps, f'"{q}"  {video.id} {w.start:.1f}-{w.end:.1f} s')
-    state.pngs[key] = png
-    while len(state.pngs) > state.limits.attention_cache:
-        state.pngs.popitem(last=False)
+        maps = attention_maps(model, tokenizer, frames, q, layer, device)
+        png = attention_png(maps, f'"{q}"  {video.id} {w.start:.1f}-{w.end:.1f} s')
+        state.pngs[key] = png
+        while len(state.pngs) > state.limits.attention_cache:
+            state.pngs.popitem(last=False)
     return png
 
 
