@@ -187,12 +187,41 @@ def _install_guards(app: FastAPI, limits: Limits) -> None:
         return _error(400, str(e))
 
 
+def _add_file_routes(app: FastAPI, state: _State) -> None:
+    """Thumbnails and videos: files the index names, found by the integer ids a request gives."""
+
+    @app.get("/api/thumb/{window}")
+    def thumb(window: int) -> FileResponse:
+        path = state.index.thumbnail_path(state.window(window)).resolve()
+        if not path.is_relative_to(state.root):  # the manifest's ids are checked at index time; checked again here
+            raise _Refused(404, f"window {window} has no thumbnail in the index")
+        return _file(path, f"the thumbnail of window {window}", "image/jpeg")
+
+    @app.get("/api/media/{video}")
+    def media(video: int) -> FileResponse:
+        v = state.video(video)
+        if v.kind != "file":
+            raise _Refused(404, f"video {video} ({v.id}) is chunked: ask for /api/media/{video}/<chunk>")
+        return _file(Path(v.source), f"video {video} ({v.id})")
+
+    @app.get("/api/media/{video}/{chunk}")
+    def media_chunk(video: int, chunk: int) -> FileResponse:
+        from egovlp.data.video_io import chunk_path
+
+        v = state.video(video)
+        num_chunks = max(1, math.ceil(v.duration / v.ref.chunk_seconds - 1e-9))
+        if v.kind != "chunked" or not 0 <= chunk < num_chunks:
+            raise _Refused(404, f"video {video} ({v.id}) has no chunk {chunk}")
+        return _file(chunk_path(v.ref.path, v.ref.uid, chunk), f"chunk {chunk} of video {video} ({v.id})")
+
+
 def create_app(index: VideoIndex, searcher: Searcher, limits: Limits | None = None) -> FastAPI:
     """The app serving ``index`` with ``searcher`` (its model also draws the attention maps)."""
     state = _State(index, searcher, limits or Limits())
     lim = state.limits
     app = FastAPI(title="egovlp search", docs_url=None, redoc_url=None, openapi_url=None)
     _install_guards(app, lim)
+    _add_file_routes(app, state)
 
     @app.get("/")
     def page() -> Response:
@@ -223,30 +252,6 @@ def create_app(index: VideoIndex, searcher: Searcher, limits: Limits | None = No
             moments = searcher.search(text, top_k=k, rerank=rerank)
         ms = 1000 * (time.perf_counter() - began)
         return {"query": text, "milliseconds": ms, "results": [_result(state, m) for m in moments]}
-
-    @app.get("/api/thumb/{window}")
-    def thumb(window: int) -> FileResponse:
-        path = index.thumbnail_path(state.window(window)).resolve()
-        if not path.is_relative_to(state.root):  # the manifest's ids are checked at index time; checked again here
-            raise _Refused(404, f"window {window} has no thumbnail in the index")
-        return _file(path, f"the thumbnail of window {window}", "image/jpeg")
-
-    @app.get("/api/media/{video}")
-    def media(video: int) -> FileResponse:
-        v = state.video(video)
-        if v.kind != "file":
-            raise _Refused(404, f"video {video} ({v.id}) is chunked: ask for /api/media/{video}/<chunk>")
-        return _file(Path(v.source), f"video {video} ({v.id})")
-
-    @app.get("/api/media/{video}/{chunk}")
-    def media_chunk(video: int, chunk: int) -> FileResponse:
-        from egovlp.data.video_io import chunk_path
-
-        v = state.video(video)
-        num_chunks = max(1, math.ceil(v.duration / v.ref.chunk_seconds - 1e-9))
-        if v.kind != "chunked" or not 0 <= chunk < num_chunks:
-            raise _Refused(404, f"video {video} ({v.id}) has no chunk {chunk}")
-        return _file(chunk_path(v.ref.path, v.ref.uid, chunk), f"chunk {chunk} of video {video} ({v.id})")
 
     @app.get("/api/attention/{window}")
     def attention(window: int, q: str = "", layer: str = "all") -> Response:
