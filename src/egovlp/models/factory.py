@@ -11,7 +11,7 @@ from torch import nn
 from egovlp.errors import ConfigError
 from egovlp.models.registry import create_model
 from egovlp.models.video import resize_temporal_embed
-from egovlp.models.weights import load_state_dict_strict, load_weights, split_task_heads
+from egovlp.models.weights import attach_file_heads, load_state_dict_strict, load_weights, split_task_heads
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def build_model(cfg: Any, checkpoint: str = "", vit: str = "", roberta: str = ""
             )
             state[key] = resize_temporal_embed(state[key], cfg.video.num_frames)
         load_state_dict_strict(model, state, checkpoint)
-        model.head_weights = heads  # task heads of the file (heads.*), e.g. to start a fine-tune's head from
+        attach_file_heads(model, heads)  # task heads of the file (heads.*), e.g. to start a fine-tune's head from
         log.info("loaded %s", checkpoint)
         return model
     if vit or roberta:

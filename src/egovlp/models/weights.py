@@ -38,6 +38,21 @@ def split_task_heads(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}, heads
 
 
+def attach_file_heads(model: torch.nn.Module, heads: dict[str, torch.Tensor]) -> None:
+    """Keep the task heads of the file ``model`` was loaded from on it (``model.head_weights``; not parameters)."""
+    model.__dict__["head_weights"] = heads
+
+
+def loaded_heads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every task head of the file ``model`` was loaded from (see :func:`attach_file_heads`), ``{}`` if none."""
+    return model.__dict__.get("head_weights") or {}
+
+
+def file_heads(model: torch.nn.Module, task: str) -> dict[str, torch.Tensor]:
+    """The ``task`` head of the file ``model`` was loaded from (see :func:`attach_file_heads`), ``{}`` if none."""
+    return task_heads(loaded_heads(model), task)
+
+
 def task_heads(heads: dict[str, torch.Tensor], task: str) -> dict[str, torch.Tensor]:
     """The entries of ``task`` in a heads dict, without the task's prefix (``egotaskqa.projector_1.weight`` ->
     ``projector_1.weight``)."""
@@ -196,7 +211,7 @@ def load_model(
     model = create_model(cfg)
     state, heads = split_task_heads(load_weights(path))
     load_state_dict_strict(model, state, str(path))
-    model.head_weights = heads
+    attach_file_heads(model, heads)
     frames = getattr(getattr(cfg, "video", None), "num_frames", None)
     if num_frames is not None and frames is not None and num_frames != frames:
         model.resize_temporal_embed(num_frames)  # type: ignore[operator]

@@ -47,7 +47,7 @@ from egovlp.models.answer_head import AnswerHead
 from egovlp.models.config import ModelConfig
 from egovlp.models.factory import InitConfig
 from egovlp.models.registry import get_model_config
-from egovlp.models.weights import save_weights, task_heads
+from egovlp.models.weights import file_heads, save_weights
 from egovlp.tasks.registry import TaskSpec, register_task
 from egovlp.tasks.shared import (
     check_crop_scale,
@@ -164,7 +164,7 @@ def qa_features(model, mode: str, video: torch.Tensor, input_ids: torch.Tensor, 
 
 def head_from_checkpoint(model) -> tuple[AnswerHead, str]:
     """The answer head stored in the weight file ``model`` was loaded from (``model.head_weights``) and its mode."""
-    state = task_heads(getattr(model, "head_weights", {}) or {}, HEAD)
+    state = file_heads(model, HEAD)
     if not state:
         raise CheckpointError(
             "the checkpoint holds no EgoTaskQA answer head (heads.egotaskqa.*): fine-tune one with `egovlp finetune "
@@ -229,7 +229,8 @@ class EgoTaskQAEvaluator:
         return {} if merged is None else self.metrics(merged)
 
     def _predict(self, model) -> dict[str, Any]:
-        device, parts, skipped = self.dist.device, {"index": [], "logits": []}, 0
+        parts: dict[str, list[Any]] = {"index": [], "logits": []}
+        device, skipped = self.dist.device, 0
         batches: Any = self.loader
         if self.progress:
             from tqdm.auto import tqdm
@@ -335,7 +336,7 @@ class EgoTaskQATask(Task):
     def build_module(self, model) -> EgoTaskQAModule:
         mode = self.cfg.head.mode
         head = AnswerHead(head_input_dim(self.cfg.model, mode), self.train_split.num_answers, self.cfg.head.dropout)
-        start = task_heads(getattr(model, "head_weights", {}) or {}, HEAD)
+        start = file_heads(model, HEAD)
         if start and tuple(start["projector_1.weight"].shape) == tuple(head.projector_1.weight.shape):
             head.load_state_dict(start)  # init.checkpoint carried a head of this shape: fine-tune it further
             log.info("EgoTaskQA answer head initialised from init.checkpoint")

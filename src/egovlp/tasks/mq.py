@@ -43,7 +43,7 @@ from egovlp.metrics.detection import Moments, mq_metrics
 from egovlp.models.config import ModelConfig
 from egovlp.models.factory import InitConfig
 from egovlp.models.registry import get_model_config
-from egovlp.models.weights import task_heads
+from egovlp.models.weights import file_heads, loaded_heads, task_heads
 from egovlp.tasks.registry import TaskSpec, register_task
 from egovlp.tasks.shared import sharded_loader
 from egovlp.train.datasets import CountingCollate, TrainingDataset
@@ -306,7 +306,7 @@ class MQTask(Task):
         self._folder = feature_folder(self.cfg.data, model, self.dist, splits, self.cfg.train.progress)
         input_dim = int(read_features(self.train_clips[0].path).features.shape[1])
         self.detector = TemporalDetector(self.cfg.head, input_dim, len(self.classes))
-        start = task_heads(getattr(model, "head_weights", {}) or {}, HEAD)
+        start = file_heads(model, HEAD)
         if start:  # init.checkpoint carried a detector: continue from it when it fits
             stored, stored_classes = detector_from_weights({f"{HEAD}.{k}": v for k, v in start.items()})
             if stored_classes == self.classes and stored.input_dim == input_dim and stored.cfg == self.cfg.head:
@@ -349,7 +349,7 @@ class MQTask(Task):
 
 
 def make_evaluator(cfg: MQEvalConfig, tokenizer: Tokenizer, model: nn.Module, dist: DistInfo, progress=False):
-    detector, classes = detector_from_weights(getattr(model, "head_weights", {}))
+    detector, classes = detector_from_weights(loaded_heads(model))
     log.info("MQ detector from the checkpoint: %d classes, %d-d features", len(classes), detector.input_dim)
     return MQEvaluator(cfg.data, cfg.eval, cfg.inference, detector.to(dist.device), classes, dist, cfg.output_dir,
                        progress)  # fmt: skip

@@ -40,7 +40,7 @@ from egovlp.metrics.grounding import nlq_recall
 from egovlp.models.config import ModelConfig
 from egovlp.models.factory import InitConfig
 from egovlp.models.registry import get_model_config
-from egovlp.models.weights import save_weights, task_heads
+from egovlp.models.weights import file_heads, save_weights
 from egovlp.tasks.registry import TaskSpec, register_task
 from egovlp.tasks.shared import check_vocab
 from egovlp.train.datasets import CountingCollate, TrainingDataset
@@ -263,7 +263,7 @@ class NLQTask(Task):
             raise ConfigError(f"head.video_dim / text_dim {dims} do not match the features "
                               f"({first.video.shape[1]}, {first.text.shape[1]}); set them to 0")  # fmt: skip
         head = VSLNet(dataclasses.replace(h, **dims))
-        start = task_heads(getattr(model, "head_weights", {}) or {}, HEAD)
+        start = file_heads(model, HEAD)
         if start:
             head.load_state_dict(start)  # init.checkpoint carried an NLQ head: train it further
             log.info("NLQ head initialised from init.checkpoint")
@@ -322,7 +322,7 @@ class NLQTask(Task):
 def make_evaluator(cfg: NLQEvalConfig, tokenizer: Tokenizer, model: Any, dist: DistInfo, progress=False):
     """``egovlp evaluate nlq``: the head comes from the checkpoint's ``heads.nlq.*``."""
     check_vocab(tokenizer, model.cfg)
-    state = task_heads(getattr(model, "head_weights", {}) or {}, HEAD)
+    state = file_heads(model, HEAD)
     if not state:
         raise CheckpointError("the checkpoint holds no NLQ head (heads.nlq.*): train one with `egovlp finetune nlq`")
     head = VSLNet(vslnet_config_from_state(state, cfg.head.num_heads))

@@ -46,7 +46,7 @@ from egovlp.models.config import ModelConfig
 from egovlp.models.factory import InitConfig
 from egovlp.models.qfvs_scorer import QFVSScorer, summary_bce_losses
 from egovlp.models.registry import get_model_config
-from egovlp.models.weights import task_heads
+from egovlp.models.weights import file_heads
 from egovlp.tasks.registry import TaskSpec, register_task
 from egovlp.tasks.shared import check_crop_scale, check_vocab, table_row
 from egovlp.train.datasets import TrainingDataset
@@ -408,7 +408,7 @@ class QFVSTask(Task):
 
 def scorers_from_checkpoint(model: Any) -> dict[str, QFVSScorer]:
     """The fold scorers stored in the weight file ``model`` was loaded from, by held-out video."""
-    state = task_heads(getattr(model, "head_weights", {}) or {}, HEAD)
+    state = file_heads(model, HEAD)
     if not state:
         raise CheckpointError(
             "the checkpoint holds no QFVS scorers (heads.qfvs.*): fine-tune with `egovlp finetune qfvs`"
