@@ -19,8 +19,9 @@ from egovlp.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "src" / "egovlp" / "configs"
 PRESETS = {
-    "eval/charades", "eval/egomcq", "eval/epic_mir", "extract/mq_video", "extract/nlq_fused", "finetune/charades",
-    "finetune/epic_mir", "pretrain/demo", "pretrain/demo_text", "pretrain/egoclip",
+    "eval/charades", "eval/egomcq", "eval/egotaskqa", "eval/epic_mir", "eval/mq", "eval/nlq", "eval/qfvs",
+    "extract/mq_video", "extract/nlq_fused", "finetune/charades", "finetune/egotaskqa", "finetune/epic_mir",
+    "finetune/mq", "finetune/nlq", "finetune/qfvs", "pretrain/demo", "pretrain/demo_text", "pretrain/egoclip",
 }  # fmt: skip
 
 
@@ -78,7 +79,7 @@ def test_an_existing_path_wins_over_a_preset(tmp_path, monkeypatch):
         ("eval/charade", None, "close presets: eval/charades, finetune/charades"),
         ("missing.yaml", None, "config file missing.yaml not found and no preset of that name (`egovlp configs`"),
         ("zzzz", "eval", "unknown config 'zzzz' (looked for preset eval/zzzz); presets: eval/charades, eval/egomcq, "
-         "eval/epic_mir"),
+         "eval/egotaskqa, eval/epic_mir, eval/mq, eval/nlq, eval/qfvs (`egovlp configs` lists them all)"),
     ],
 )  # fmt: skip
 def test_unknown_names_fail_with_close_presets(spec, group, message, tmp_path, monkeypatch):

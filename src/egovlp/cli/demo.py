@@ -6,7 +6,10 @@
 3. pre-train a tiny EgoVLPv2 with EgoNCE + MLM + VTM, its text tower initialised from step 2 and kept fixed, the
    video tower and the fusion modules from scratch (resumes if interrupted);
 4. evaluate EgoMCQ with dual, fusion and ensemble scores, and again with every option clip's frames reversed;
-5. print the accuracy table next to chance, and where the checkpoint and the loss curve were written.
+5. print the accuracy table next to chance, and where the checkpoint and the loss curve were written;
+6. index a few of the world's videos with the trained model, search them with two narrations (dual ranking and
+   fusion re-ranking; is the true moment in the top 3?) and draw the first query's cross-attention maps
+   (:mod:`egovlp.cli.demo_search`).
 """
 
 from __future__ import annotations
@@ -135,6 +138,7 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from egovlp.cli.demo_search import search_world
     from egovlp.cli.pretrain import pretrain, pretrain_text
     from egovlp.models.weights import load_model
     from egovlp.tasks.text_mlm import ROBERTA_DIR
@@ -158,8 +162,13 @@ def run(args: argparse.Namespace) -> int:
     png = plot_losses(
         run_dir / "metrics.jsonl", run_dir / "loss_curve.png", "egovlp demo: pre-training losses", DEMO_LOSSES
     )
+    log.info("search: indexing the world's videos with the trained model")
+    search_report, search_json = search_world(data, manifest, run_dir / "model.safetensors", Path(args.out) / "search")
+    (run_dir / "demo_search.json").write_text(json.dumps(search_json, indent=1))
     print()
     print(format_table(results))
+    print()
+    print(search_report)
     print(f"\ncheckpoint:  {run_dir / 'model.safetensors'} (training state in {run_dir / 'checkpoints'})")
     print(f"text tower:  {Path(text_cfg.train.output_dir) / ROBERTA_DIR} (stage 1)")
     print(f"loss curve:  {png or 'not drawn (needs matplotlib: pip install egovlp[viz])'}")
