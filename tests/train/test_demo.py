@@ -33,7 +33,7 @@ def test_demo_runs_both_stages_and_prints_the_table(small_world, tmp_path, capsy
     config = (out / "run" / "config.yaml").read_text()
     assert "roberta: " + str(out / "text" / "roberta") in config and "- text" in config  # stage 1 -> stage 2, fixed
     # the search stage: an index of the world's videos, two queries with their top moments, an attention PNG
-    assert "\nSearch of 4 synthetic videos (" in printed and "fusion re-rank of the top 20" in printed
+    assert "\nSearch of 4 synthetic videos (" in printed and "fusion re-rank of the top 5" in printed
     search = json.loads((out / "run" / "demo_search.json").read_text())
     assert len(search["queries"]) == NUM_QUERIES and search["windows"] > 0
     for q in search["queries"]:
@@ -85,3 +85,9 @@ def test_is_true_needs_the_same_video_and_an_overlap_of_the_narration_window():
     assert not is_true(moment("/v/a", 11.0, 13.0), places)  # touches the window's end only
     assert not is_true(moment("/v/a", 7.0, 9.0), places)  # touches its start only
     assert not is_true(moment("/v/b", 9.0, 11.0), places)  # another video
+
+
+def test_is_true_compares_a_relative_occurrence_with_the_absolute_path_the_index_records(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    places = [Occurrence("demo/data/videos/a", 10.0)]
+    assert is_true(SimpleNamespace(source=str(tmp_path / "demo/data/videos/a"), start=9.0, end=11.0), places)

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 NUM_VIDEOS = 4  # videos of the world to index (about 16 minutes of video)
 NUM_QUERIES = 2
 TOP = 3  # moments shown per query
-RERANK = 20  # windows re-scored by the fusion encoder
+RERANK = 5  # windows re-scored by the fusion encoder (benchmarks/search_recall.py: the best K of 5, 10, 20)
 TRUE_SECONDS = 1.0
 
 
@@ -62,9 +62,13 @@ def pick_queries(narrations: dict, uids: list[str], root: Path, num: int = NUM_Q
 
 
 def is_true(moment: Any, places: list[Occurrence]) -> bool:
-    """Whether ``moment`` overlaps an occurrence (narration time +- TRUE_SECONDS) in its own video."""
+    """Whether ``moment`` overlaps an occurrence (narration time +- TRUE_SECONDS) in its own video (the index
+    records absolute paths; the occurrences may be relative)."""
+    source = Path(moment.source).resolve()
     return any(
-        p.source == moment.source and moment.start < p.time + TRUE_SECONDS and moment.end > p.time - TRUE_SECONDS
+        Path(p.source).resolve() == source
+        and moment.start < p.time + TRUE_SECONDS
+        and moment.end > p.time - TRUE_SECONDS
         for p in places
     )
 
