@@ -45,6 +45,7 @@ BUILTIN_TASKS = (
     "egovlp.tasks.qfvs",
     "egovlp.tasks.mq",
     "egovlp.tasks.nlq",
+    "egovlp.tasks.video_mc",
 )
 
 
