@@ -134,3 +134,36 @@ def test_epic_mir_and_charades_run_through_the_contrastive_projections(small_wor
     args = ["evaluate", "charades", *common, *charades_paths(world), "--output", str(tmp_path / "c.json")]
     assert main(args) == 0
     assert 0 < json.loads((tmp_path / "c.json").read_text())["metrics"]["mAP"] <= 100
+
+
+def test_epic_mir_vtm_reranks_and_with_every_item_equals_full_vtm(small_world, tmp_path, capsys):
+    """A checkpoint without projections: k >= clips and sentences gives the full pairwise VTM ranking's metrics."""
+    from egovlp.data.epic_mir import load_epic_mir
+    from egovlp.data.epic_mir_dataset import EpicMIRDataset
+    from egovlp.metrics import epic_mir_metrics
+    from egovlp.models.vtm_rerank import full_vtm_matrix
+
+    weights = allinone_weights(tmp_path / "aio.safetensors", "allinone-test")
+    world = small_world.files
+    common = ["evaluate", "epic_mir_vtm", "--checkpoint", str(weights), *epic_paths(world), "eval.num_workers=0",
+              "device=cpu"]  # fmt: skip
+    assert main([*common, "eval.k=100000", "--output", str(tmp_path / "all.json")]) == 0
+    assert "VTM re-ranking of the top 100000" in capsys.readouterr().out
+    every = json.loads((tmp_path / "all.json").read_text())["metrics"]
+    assert every["vtm_pairs"] == every["full_pairs"] == every["clips"] * every["sentences"]
+
+    model = load_model(weights).eval()
+    annotations = load_epic_mir(world["epic"], "test", relevancy="build")
+    clips = EpicMIRDataset(annotations, world["epic"] / "videos", 3, eval_transform(32))
+    videos = torch.stack([clips[i]["video"] for i in range(len(clips))])
+    tokens = Tokenizer.from_dir(world["tokenizer"])(annotations.texts, max_length=40)
+    full = full_vtm_matrix(model.vtm_score, videos, tokens["input_ids"], tokens["attention_mask"]).T.numpy()
+    assert annotations.relevancy is not None
+    expected = epic_mir_metrics(full, annotations.relevancy).to_dict()
+    for key, value in expected.items():
+        assert every[key] == pytest.approx(value, abs=1e-6), key
+
+    assert main([*common, "eval.k=2", "--output", str(tmp_path / "k2.json")]) == 0
+    top2 = json.loads((tmp_path / "k2.json").read_text())["metrics"]
+    assert top2["vtm_pairs"] <= 2 * (top2["clips"] + top2["sentences"]) < top2["full_pairs"]
+    assert all(0 < top2[k] <= 100 for k in expected)

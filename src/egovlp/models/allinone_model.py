@@ -21,6 +21,7 @@ patches TTR exchanges is random and its inference is stochastic. Here the order 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from egovlp.models.allinone_layers import (
 )
 from egovlp.models.layers import additive_mask, init_linear_, set_attention_impl
 from egovlp.models.video import resize_temporal_embed
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -182,14 +185,26 @@ class AllInOne(nn.Module):
         """``txt_proj`` of the text-only [CLS] ``(B, E)``; without projections the [CLS] state itself ``(B, D)``
         (not aligned with the video features: only good as cheap candidates for VTM re-ranking)."""
         x = self.text_features(input_ids, attention_mask)[:, 0]
-        x = self.txt_proj(x) if self.cfg.has_projections else x
+        x = self.txt_proj(x) if self.cfg.has_projections else self._unaligned(x)
         return F.normalize(x, dim=-1) if normalize else x
 
     def encode_video(self, video: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """``vid_proj`` of the mean frame CLS of the video-only pass ``(B, E)`` (``(B, D)`` without projections)."""
         x = self.video_features(video)[:, 0]
-        x = self.vid_proj(x) if self.cfg.has_projections else x
+        x = self.vid_proj(x) if self.cfg.has_projections else self._unaligned(x)
         return F.normalize(x, dim=-1) if normalize else x
+
+    def _unaligned(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` unchanged, saying once per model that dual scores of a model without projections mean little."""
+        if not self.__dict__.get("_warned_unaligned"):
+            self.__dict__["_warned_unaligned"] = True
+            log.warning(
+                "%s has no contrastive projections (a pre-training checkpoint: MLM + VTM only): its text-only and "
+                "video-only features are not aligned, so dual / cosine scores are near chance; rank with VTM "
+                "(egovlp evaluate epic_mir_vtm, the EgoMCQ fusion column) or fine-tune with VTC",
+                self.cfg.arch,
+            )
+        return x
 
     # --------------------------------------------------------------------------------------------------- heads
     def _require(self, head: str) -> nn.Module:

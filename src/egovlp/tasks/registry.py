@@ -46,6 +46,7 @@ BUILTIN_TASKS = (
     "egovlp.tasks.mq",
     "egovlp.tasks.nlq",
     "egovlp.tasks.video_mc",
+    "egovlp.tasks.epic_mir_vtm",
 )
 
 
