@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "src" / "egovlp" / "configs"
 PRESETS = {
     "eval/charades", "eval/egomcq", "eval/epic_mir", "extract/mq_video", "extract/nlq_fused", "finetune/charades",
-    "finetune/epic_mir", "pretrain/demo", "pretrain/demo_text", "pretrain/egoclip",
+    "finetune/epic_mir", "pretrain/allinone_demo", "pretrain/demo", "pretrain/demo_text", "pretrain/egoclip",
 }  # fmt: skip
 
 
