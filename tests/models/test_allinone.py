@@ -262,3 +262,20 @@ def test_configs_and_misuse_are_reported():
         model.mlm_logits(torch.zeros(1, 64))
     with pytest.raises(ValueError, match="longer than the 40 positions"):
         model.text_features(torch.zeros(1, 41, dtype=torch.long), torch.ones(1, 41))
+
+
+def test_text_embeddings_match_huggingface_bert_embeddings():
+    """Parity with transformers' BertEmbeddings (the release's text side), under the same parameter names."""
+    transformers = pytest.importorskip("transformers")
+    from egovlp.models.allinone_config import AioTextConfig
+    from egovlp.models.allinone_layers import BertEmbeddings
+
+    ours = randomise_(BertEmbeddings(AioTextConfig(vocab_size=100), 16, 0.0)).eval()
+    config = transformers.BertConfig(vocab_size=100, hidden_size=16, max_position_embeddings=40, type_vocab_size=2,
+                                     layer_norm_eps=1e-12, hidden_dropout_prob=0.0, pad_token_id=0)  # fmt: skip
+    theirs = transformers.models.bert.modeling_bert.BertEmbeddings(config).eval()
+    missing, unexpected = theirs.load_state_dict(ours.state_dict(), strict=False)
+    assert not unexpected and set(missing) <= {"position_ids", "token_type_ids"}
+    ids = torch.randint(0, 100, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), theirs(input_ids=ids))

@@ -193,3 +193,28 @@ def test_a_short_synthetic_pretraining_is_well_above_chance_on_egomcq(tmp_path):
     assert final["egomcq/questions"] == 120
     assert final["egomcq/fusion/overall"] > 30.0 and final["egomcq/fusion/inter"] > 35.0, final
     assert result.history[-1]["vtm"] < 0.65 < result.history[0]["vtm"]  # VTM left ln 2 = 0.693
+
+
+@pytest.mark.slow
+def test_allinone_pretrain_with_vtc_under_torchrun(small_world, tmp_path):
+    """torchrun, 2 processes (gloo): MLM + VTM + VTC over the gathered batch under DDP, EgoMCQ once per question."""
+    import subprocess
+    import sys
+
+    from .test_pretrain_distributed import TIMEOUT_S, WORLD_SIZE, _env, _tail, _wait_all
+
+    out = tmp_path / "run"
+    extra = {"train.max_steps": 2, "train.eval_every": 2, "model.arch": "allinone-test-vtc", "loss.vtc_weight": 1.0}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD_SIZE}"]
+    cmd += ["-m", "egovlp.cli.main", "pretrain", "--config", PRESET, *overrides(small_world, out, **extra)]
+    log_path = tmp_path / "torchrun.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env())
+    timed_out = _wait_all([proc], TIMEOUT_S)
+    output = _tail(log_path, f"torchrun (exit {proc.returncode})")
+    assert not timed_out and proc.returncode == 0 and "finished at step 2" in output, output
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2] and {"mlm", "vtm", "vtc"} <= set(train[0])
+    assert [r["egomcq/questions"] for r in records if r["kind"] == "eval"] == [13]
+    assert isinstance(load_model(out / "model.safetensors"), AllInOne)
