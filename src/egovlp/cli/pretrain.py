@@ -53,14 +53,17 @@ def _model_family(config: str | None, overrides: list[str]) -> str:
     from egovlp.config import _parse_overrides
     from egovlp.configs import resolve_config
 
-    layers = [OmegaConf.load(resolve_config(config, "pretrain"))] if config else []
-    layers.append(_parse_overrides(overrides) if overrides else OmegaConf.create({}))
-    user = OmegaConf.merge(*layers)
-    assert isinstance(user, DictConfig)
-    family = OmegaConf.select(user, "model.family", default=None)
-    arch = OmegaConf.select(user, "model.arch", default=None) or OmegaConf.select(user, "init.checkpoint", default=None)
-    if family is None and arch:
-        family = resolve_model_config(str(arch)).family
+    try:
+        layers = [OmegaConf.load(resolve_config(config, "pretrain"))] if config else []
+        layers.append(_parse_overrides(overrides) if overrides else OmegaConf.create({}))
+        user = OmegaConf.merge(*layers)
+        assert isinstance(user, DictConfig)
+        family = OmegaConf.select(user, "model.family", default=None)
+        arch = OmegaConf.select(user, "model.arch", default=None) or OmegaConf.select(user, "init.checkpoint")
+        if family is None and arch:
+            family = resolve_model_config(str(arch)).family
+    except Exception:  # a bad file, key or name: the full config load below reports it with its context
+        return "egovlpv2"
     return str(family or "egovlpv2")
 
 
