@@ -167,3 +167,33 @@ def test_epic_mir_vtm_reranks_and_with_every_item_equals_full_vtm(small_world, t
     top2 = json.loads((tmp_path / "k2.json").read_text())["metrics"]
     assert top2["vtm_pairs"] <= 2 * (top2["clips"] + top2["sentences"]) < top2["full_pairs"]
     assert all(0 < top2[k] <= 100 for k in expected)
+
+
+def test_charades_vtm_reranks_and_with_every_video_equals_full_vtm(small_world, tmp_path, capsys):
+    from egovlp.data.charades import load_charades_ego
+    from egovlp.data.charades_dataset import CharadesVideoDataset
+    from egovlp.metrics import charades_map
+    from egovlp.models.vtm_rerank import full_vtm_matrix
+
+    weights = allinone_weights(tmp_path / "aio.safetensors", "allinone-test")
+    world = small_world.files
+    common = ["evaluate", "charades_vtm", "--checkpoint", str(weights), *charades_paths(world), "eval.num_workers=0",
+              "device=cpu"]  # fmt: skip
+    assert main([*common, "eval.k=100000", "--output", str(tmp_path / "all.json")]) == 0
+    assert "VTM re-ranking of the top 100000 videos" in capsys.readouterr().out
+    every = json.loads((tmp_path / "all.json").read_text())["metrics"]
+    assert every["vtm_pairs"] == every["full_pairs"]
+
+    model = load_model(weights).eval()
+    annotations = load_charades_ego(world["charades"], "test")
+    dataset = CharadesVideoDataset(annotations, world["charades"] / "videos", 3, eval_transform(32))
+    items = [dataset[i] for i in range(len(dataset))]
+    videos = torch.stack([it["video"] for it in items])
+    tokens = Tokenizer.from_dir(world["tokenizer"])(annotations.prompts, max_length=30)
+    full = full_vtm_matrix(model.vtm_score, videos, tokens["input_ids"], tokens["attention_mask"]).T  # (V, C)
+    expected = charades_map(full.numpy(), torch.stack([it["label"] for it in items]).numpy())
+    assert every["mAP"] == pytest.approx(100.0 * expected.map, abs=1e-6)
+
+    assert main([*common, "eval.k=1", "--output", str(tmp_path / "k1.json")]) == 0
+    one = json.loads((tmp_path / "k1.json").read_text())["metrics"]
+    assert one["vtm_pairs"] <= len(annotations.prompts) < one["full_pairs"] and 0 < one["mAP"] <= 100

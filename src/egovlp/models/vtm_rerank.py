@@ -15,11 +15,21 @@ below the lowest VTM score, keeping their cheap order), so every retrieval metri
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["PairScorer", "full_vtm_matrix", "rerank", "score_pairs", "topk_candidates", "two_stage_similarity"]
+__all__ = [
+    "PairScorer",
+    "full_vtm_matrix",
+    "rerank",
+    "score_pairs",
+    "stream_pair_scores",
+    "topk_candidates",
+    "two_stage_similarity",
+]
 
 #: ``(video (P, T, 3, H, W), input_ids (P, L), attention_mask (P, L)) -> scores (P,)`` of aligned pairs
 PairScorer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -96,3 +106,39 @@ def two_stage_similarity(
     text_index = torch.arange(nt).repeat_interleave(k)
     scores = score_pairs(scorer, videos, input_ids, attention_mask, text_index, candidates.flatten(), batch_size)
     return rerank(similarity, candidates, scores.view(nt, k))
+
+
+@torch.no_grad()
+def stream_pair_scores(
+    scorer: PairScorer,
+    batches: Iterable[dict[str, Any]],
+    wanted: dict[int, np.ndarray],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    batch_size: int = 64,
+) -> dict[tuple[int, int], float]:
+    """VTM scores ``{(video index, text index): score}`` of the wanted pairs, as the videos stream past.
+
+    Args:
+        batches: loader batches with ``video (b, T, 3, H, W)`` and ``index (b,)`` (batches without ``video``, all of
+            whose items were skipped, are passed over); no video is kept after its batch.
+        wanted: ``{video index: text indices to score with it}``.
+        input_ids, attention_mask: every text ``(N_text, L)``, on the device the scorer runs on.
+    """
+    device, none = input_ids.device, np.zeros(0, np.int64)
+    out: dict[tuple[int, int], float] = {}
+    for batch in batches:
+        if "video" not in batch:
+            continue
+        indices = batch["index"].tolist()
+        pos = torch.tensor([p for p, i in enumerate(indices) for _ in wanted.get(i, none)], dtype=torch.long)
+        text = torch.from_numpy(np.concatenate([wanted.get(i, none) for i in indices]).astype(np.int64))
+        video = batch["video"].to(device)
+        for start in range(0, len(pos), batch_size):
+            p, t = pos[start : start + batch_size], text[start : start + batch_size]
+            score = scorer(video[p.to(device)], input_ids[t.to(device)], attention_mask[t.to(device)]).float().cpu()
+            if not bool(torch.isfinite(score).all()):
+                raise ValueError(f"VTM scores of videos {indices} are NaN or infinite (a diverged checkpoint?)")
+            for i, j, value in zip(batch["index"][p].tolist(), t.tolist(), score.tolist()):
+                out[(i, j)] = value
+    return out

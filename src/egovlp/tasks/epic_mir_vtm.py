@@ -30,10 +30,9 @@ from egovlp.data.transforms import eval_transform
 from egovlp.errors import ConfigError, DataError
 from egovlp.metrics import epic_mir_metrics
 from egovlp.metrics.retrieval import MIRMetrics
-from egovlp.models.vtm_rerank import rerank, topk_candidates
+from egovlp.models.vtm_rerank import rerank, stream_pair_scores, topk_candidates
 from egovlp.tasks.registry import TaskSpec, register_task
 from egovlp.tasks.shared import (
-    check_finite,
     check_vocab,
     encode_texts,
     encode_videos,
@@ -148,23 +147,8 @@ class EpicVTMEvaluator:
         device, s = self.dist.device, len(self.annotations.texts)
         ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
         row_of = {int(index): r for r, index in enumerate(rows)}
-        none = np.zeros(0, np.int64)
-        out: dict[int, float] = {}
-        for batch in self.loader:
-            if "video" not in batch:
-                continue
-            video = batch["video"].to(device)
-            indices = batch["index"].tolist()
-            pos = torch.tensor([p for p, i in enumerate(indices) for _ in wanted.get(i, none)], dtype=torch.long)
-            sent = torch.from_numpy(np.concatenate([wanted.get(i, none) for i in indices]).astype(np.int64))
-            for start in range(0, len(pos), self.cfg.vtm_batch_size):
-                p, t = pos[start : start + self.cfg.vtm_batch_size], sent[start : start + self.cfg.vtm_batch_size]
-                score = model.vtm_score(video[p.to(device)], ids[t.to(device)], mask[t.to(device)]).float().cpu()
-                check_finite(score.numpy(), f"VTM scores of EK-100 clips {batch['index'].tolist()}")
-                index = batch["index"][p]
-                for i, j, value in zip(index.tolist(), t.tolist(), score.tolist()):
-                    out[row_of[i] * s + j] = value
-        return out
+        scores = stream_pair_scores(model.vtm_score, self.loader, wanted, ids, mask, self.cfg.vtm_batch_size)
+        return {row_of[i] * s + j: value for (i, j), value in scores.items()}
 
 
 def format_table(m: dict[str, Any]) -> str:

@@ -47,6 +47,7 @@ BUILTIN_TASKS = (
     "egovlp.tasks.nlq",
     "egovlp.tasks.video_mc",
     "egovlp.tasks.epic_mir_vtm",
+    "egovlp.tasks.charades_vtm",
 )
 
 
