@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from egovlp.models.registry import create_model
-from egovlp.models.vtm_rerank import full_vtm_matrix, rerank, score_pairs, topk_candidates, two_stage_similarity
+from egovlp.models.vtm_rerank import (
+    full_vtm_matrix,
+    rerank,
+    score_pairs,
+    stream_pair_scores,
+    topk_candidates,
+    two_stage_similarity,
+)
 
 from .conftest import randomise_
 
@@ -63,3 +71,18 @@ def test_two_stage_with_every_item_is_the_full_ranking_and_top_k_scores_agree(re
         assert top2[row][others[row]].max() < top2[row].gather(0, candidates[row]).min()
         below = top2[row][others[row]].argsort(descending=True)
         assert torch.equal(below, cheap[row][others[row]].argsort(descending=True))
+
+
+def test_streamed_pair_scores_equal_the_in_memory_ones(retrieval):
+    model, videos, ids, mask = retrieval
+    wanted = {0: np.array([1, 3]), 2: np.array([0]), 4: np.array([0, 1, 2, 3])}  # video index -> texts
+    batches = [{"num_skipped": 2}, {"video": videos[:3], "index": torch.tensor([0, 1, 2])},
+               {"video": videos[3:], "index": torch.tensor([3, 4])}]  # fmt: skip
+    streamed = stream_pair_scores(model.vtm_score, batches, wanted, ids, mask, batch_size=3)
+    pairs = [(v, int(t)) for v, texts in wanted.items() for t in texts]
+    assert sorted(streamed) == sorted(pairs)
+    text_index = torch.tensor([t for _, t in pairs])
+    video_index = torch.tensor([v for v, _ in pairs])
+    expected = score_pairs(model.vtm_score, videos, ids, mask, text_index, video_index)
+    for (v, t), value in zip(pairs, expected.tolist()):
+        assert streamed[(v, t)] == pytest.approx(value, rel=1e-4, abs=1e-5)
