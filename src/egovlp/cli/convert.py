@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "convert", help="import an official checkpoint (EgoVLPv2, Frozen-in-Time, EgoVLP)", description=__doc__
+        "convert",
+        help="import an official checkpoint (EgoVLPv2, Frozen-in-Time, EgoVLP, All-in-one .ckpt)",
+        description=__doc__,
     )
     p.add_argument("checkpoint", help="official checkpoint, e.g. EgoVLPv2.pth")
     p.add_argument("--out", required=True, help="output .safetensors path (a .yaml config is written beside it)")

@@ -38,9 +38,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from egovlp.tasks.pretrain import PretrainConfig
+    from egovlp.tasks.pretrain_families import pretraining_for
 
-    return _run(args, PretrainConfig, pretrain, "weights", "model.safetensors")
+    schema, task = pretraining_for(_model_family(args.config, args.overrides))
+    return _run(args, schema, lambda cfg: pretrain(cfg, task), "weights", "model.safetensors")
+
+
+def _model_family(config: str | None, overrides: list[str]) -> str:
+    """The family of the model a pre-training config names (``model.family``, else that of ``model.arch`` or
+    ``init.checkpoint``; EgoVLPv2 by default), read before the config is checked against its family's schema."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from egovlp.cli.common import resolve_model_config
+    from egovlp.config import _parse_overrides
+    from egovlp.configs import resolve_config
+
+    try:
+        layers = [OmegaConf.load(resolve_config(config, "pretrain"))] if config else []
+        layers.append(_parse_overrides(overrides) if overrides else OmegaConf.create({}))
+        user = OmegaConf.merge(*layers)
+        assert isinstance(user, DictConfig)
+        family = OmegaConf.select(user, "model.family", default=None)
+        arch = OmegaConf.select(user, "model.arch", default=None) or OmegaConf.select(user, "init.checkpoint")
+        if family is None and arch:
+            family = resolve_model_config(str(arch)).family
+    except Exception:  # a bad file, key or name: the full config load below reports it with its context
+        return "egovlpv2"
+    return str(family or "egovlpv2")
 
 
 def run_text(args: argparse.Namespace) -> int:
@@ -59,8 +83,9 @@ def _run(args: argparse.Namespace, schema: type, train, what: str, output: str) 
     return 0
 
 
-def pretrain(cfg):
-    """Run pre-training for a resolved :class:`PretrainConfig`; returns the FitResult on rank 0 (else None)."""
+def pretrain(cfg, task: Any = None):
+    """Run pre-training for a resolved config (:class:`PretrainConfig` or another family's, with its ``task``
+    class); returns the FitResult on rank 0 (else None)."""
     from egovlp.cli.common import run_training
     from egovlp.models.weights import save_weights
     from egovlp.tasks.pretrain import PretrainTask
@@ -69,7 +94,7 @@ def pretrain(cfg):
         save_weights(model, Path(cfg.train.output_dir) / "model.safetensors")
         return result
 
-    return run_training(cfg, cfg.data.tokenizer, PretrainTask, finish)
+    return run_training(cfg, cfg.data.tokenizer, task or PretrainTask, finish)
 
 
 def pretrain_text(cfg):

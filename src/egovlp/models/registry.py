@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: modules that register further families when imported (EgoVLPv2 is registered below)
-FAMILY_MODULES: tuple[str, ...] = ("egovlp.models.frozen",)
+FAMILY_MODULES: tuple[str, ...] = ("egovlp.models.frozen", "egovlp.models.allinone")
 
 
 @dataclass(frozen=True)

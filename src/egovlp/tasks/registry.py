@@ -45,6 +45,9 @@ BUILTIN_TASKS = (
     "egovlp.tasks.qfvs",
     "egovlp.tasks.mq",
     "egovlp.tasks.nlq",
+    "egovlp.tasks.video_mc",
+    "egovlp.tasks.epic_mir_vtm",
+    "egovlp.tasks.charades_vtm",
 )
 
 
