@@ -97,7 +97,7 @@ def search_world(data: Path, manifest: dict, checkpoint: Path, out: Path) -> tup
     tokenizer_dir = data / manifest["files"]["tokenizer"]
     cfg = IndexConfig(checkpoint=str(checkpoint), tokenizer=str(tokenizer_dir), out_dir=str(out / "index"),
                       device="cpu", progress=False)  # fmt: skip
-    model = load_model(checkpoint, num_frames=cfg.window.num_frames).eval()
+    model: Any = load_model(checkpoint, num_frames=cfg.window.num_frames).eval()
     result = build_index(cfg, [str(videos / uid) for uid in uids], model)
     index = VideoIndex.open(result.root)
     searcher = Searcher(index, model, Tokenizer.from_dir(tokenizer_dir))
