@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: modules that register further objectives when imported (egovlpv2 registers from egovlp.tasks.pretrain)
-OBJECTIVE_MODULES: tuple[str, ...] = ("egovlp.tasks.pretrain",)
+OBJECTIVE_MODULES: tuple[str, ...] = ("egovlp.tasks.pretrain", "egovlp.tasks.oa_pretrain")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from egovlp.models.factory import InitConfig
 from egovlp.models.model import EgoVLPv2
 from egovlp.models.registry import get_model_config
 from egovlp.tasks.mcq import EgoMCQConfig, EgoMCQEvaluator
+from egovlp.tasks.oa_pretrain import OAConfig
 from egovlp.tasks.objectives import Objective, register_objective, resolve_objective
 from egovlp.tasks.shared import check_crop_scale, check_vocab
 from egovlp.train.datasets import CountingCollate, TrainingDataset
@@ -94,6 +95,7 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/pretrain", epochs=20))
     egomcq: EgoMCQConfig = field(default_factory=EgoMCQConfig)  # validation ("" metadata = none)
+    oa: OAConfig = field(default_factory=OAConfig)  # object streams of loss.objective=oa_trans
 
 
 class PretrainModule(TaskModule):
