@@ -54,3 +54,40 @@ def test_oa_objective_needs_detections():
     cfg = PretrainConfig(model=get_model_config("frozen-in-time-tiny"))
     with pytest.raises(ConfigError, match=r"loss.objective=oa_trans needs oa.detections"):
         get_objective("oa_trans").wrap_dataset(None, cfg)
+
+
+def test_oa_module_wires_each_stream_through_the_shared_towers(small_world, wordpiece):  # noqa: F811
+    """The four-stream module's terms equal NormSoftmax of hand-encoded streams: caption and tag sentence through
+    the text tower, the clip and the one-frame masked anchor through the video tower."""
+    import torch
+
+    from egovlp.data.collate import EgoClipCollate
+    from egovlp.data.detections import open_detections
+    from egovlp.data.egoclip import EgoClipDataset
+    from egovlp.data.oa_clips import ObjectAwareClips, ObjectCollate
+    from egovlp.data.tokenizer import Tokenizer
+    from egovlp.data.transforms import eval_transform
+    from egovlp.losses import egonce_loss
+    from egovlp.models import create_model
+    from egovlp.tasks.oa_pretrain import OAConfig, OAModule
+
+    tok = Tokenizer.from_dir(wordpiece)
+    base = EgoClipDataset(small_world["egoclip"], small_world["videos"], 2, eval_transform(32),
+                          chunk_seconds=small_world.chunk_seconds, num_verbs=small_world.num_verbs,
+                          num_nouns=small_world.num_nouns)  # fmt: skip
+    det = open_detections(small_world["detections"], small_world["objects_vocab"])
+    items = [ObjectAwareClips(base, det, 3, 32, 8)[i] for i in range(5)]
+    batch = ObjectCollate(EgoClipCollate(tok, 12, "max_length", None), tok, 10)(items)
+    model = create_model("frozen-in-time-tiny").eval()
+    module = OAModule(model, OAConfig(video_tags_weight=0.5), 0.05, "full")
+    with torch.no_grad():
+        out = module(batch)
+        v = model.encode_video(batch["video"])
+        t = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        tags = model.encode_text(batch["tag_input_ids"], batch["tag_attention_mask"])
+        anchor = model.encode_video(batch["anchor"][:, None])
+    assert batch["has_objects"].all() and batch["anchor"].shape == (5, 3, 32, 32)
+    torch.testing.assert_close(out["video_text"], egonce_loss(t, v, positives="none").loss)
+    torch.testing.assert_close(out["video_tags"], egonce_loss(tags, v, positives="none").loss)
+    torch.testing.assert_close(out["anchor_text"], egonce_loss(t, anchor, positives="none").loss)
+    torch.testing.assert_close(out["loss"], out["video_text"] + 0.5 * out["video_tags"] + out["anchor_text"])
