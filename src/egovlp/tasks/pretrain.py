@@ -9,6 +9,9 @@ Work that is identical is done once (``loss.share_lower_layers``): both fused pa
 so the unfused lower video blocks (with the fusion-mode CLS token) run once and the VTM pass indexes into them; the
 MLM pass skips the last video block (no text state reads it) and the VTM pass computes only the CLS state of the last
 video block. ``share_lower_layers=False`` runs the release's three full passes (for comparison; same losses).
+
+That is the ``egovlpv2`` objective; ``loss.objective`` picks another (:mod:`egovlp.tasks.objectives`: EgoNCE,
+NormSoftmax, OA-Trans), and ``auto`` the model family's own. The task below holds no per-objective code.
 """
 
 from __future__ import annotations
