@@ -237,3 +237,33 @@ def test_synthetic_clips_carry_exact_object_streams(small_world):
     pixels = union.repeat_interleave(8, 0).repeat_interleave(8, 1)
     assert torch.all(item["anchor"][:, ~pixels] == 0) and item["anchor"][:, pixels].abs().sum() > 0
     assert det.counts.bad_boxes == det.counts.unknown_classes == 0
+
+
+def test_scene_negative_pairs_keep_their_object_streams_aligned(small_world, tmp_path):
+    """With scene-aware negatives every item is a pair; the collate flattens both the clips and their objects in the
+    same order (2B rows), and a clip without detections is flagged, not dropped."""
+    from egovlp.data.collate import EgoClipCollate
+    from egovlp.data.egoclip import EgoClipDataset
+    from egovlp.data.oa_clips import ObjectAwareClips, ObjectCollate
+    from egovlp.data.tokenizer import Tokenizer
+    from egovlp.data.transforms import eval_transform
+
+    base = EgoClipDataset(small_world["egoclip"], small_world["videos"], 2, eval_transform(32),
+                          chunk_seconds=small_world.chunk_seconds, scene_negatives=True,
+                          num_verbs=small_world.num_verbs, num_nouns=small_world.num_nouns)  # fmt: skip
+    clips = json.loads(small_world["detections"].read_text())["clips"]
+    first = str(int(base.table.clip_idx[0]))
+    del clips[first]  # clip of row 0 has no detections
+    path = write_json(tmp_path / "d.json", clips)
+    ds = ObjectAwareClips(base, open_detections(path, small_world["objects_vocab"], bad_input="skip"), 3, 32, 8)
+    tok = Tokenizer.from_dir(small_world["tokenizer"])
+    items = [ds[i] for i in range(3)]
+    assert all(isinstance(it, tuple) and len(it) == 2 for it in items)
+    batch = ObjectCollate(EgoClipCollate(tok, 12, "max_length", None), tok, 24)(items)
+    order = [pair[0] for pair in items] + [pair[1] for pair in items]  # samples, then their negatives
+    assert batch["clip_idx"].tolist() == [it["clip_idx"] for it in order]
+    assert batch["anchor"].shape == (6, 3, 32, 32) and batch["tag_input_ids"].shape == (6, 24)
+    assert batch["has_objects"].tolist() == [it["clip_idx"] != int(first) for it in order]
+    assert not batch["has_objects"][0] and not batch["anchor"][0].any() and not batch["object_valid"][0].any()
+    for n, it in enumerate(order):
+        assert torch.equal(batch["anchor"][n], it["anchor"]) and tok.decode(batch["tag_input_ids"][n]) == it["tags"]
