@@ -72,6 +72,9 @@ def test_butd_missing_frame_raises_or_is_counted(tmp_path, vocab_file):
     det = BUTDDetections(root, load_class_vocab(vocab_file), 3, "skip")
     frames = det.clip("7", 0.0, 3.0)
     assert [f.time for f in frames] == [0.5, 2.5] and det.counts.missing_frames == 1
+    write_butd(root / "7_1.npz", [[40, 20, 200, 100]], [3], [0.5])  # the flat layout fills the gap
+    frames = BUTDDetections(root, load_class_vocab(vocab_file), 3, "raise").clip("7", 0.0, 3.0)
+    assert [f.labels for f in frames] == [("cup",), ("table",), ("cup",)]
 
 
 @pytest.mark.parametrize(

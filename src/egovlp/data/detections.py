@@ -3,11 +3,12 @@
 egovlp runs no detector: the user supplies detections per clip, in either form.
 
 **BUTD per-frame npz** (families.md §3f, the MILVLG bottom-up-attention extractor OA-Trans used):
-``<root>/<clip key>/<k>.npz`` for frames ``k = 0..K-1`` at the middles of K equal segments of the clip (OA-Trans
-extracted 8 per WebVid video). Each file holds ``bbox (N, 4)`` in pixels of the original frame (x1, y1, x2, y2),
-``image_h`` / ``image_w`` and ``info``, a pickled dict (``objects_id (N,)`` VG-1600 class ids 0..1599,
-``objects_conf (N,)``, ...). The file is read without ``allow_pickle``: ``info`` goes through the restricted
-unpickler (:func:`egovlp.utils.safe_pickle.load_npz_safely`: numpy arrays and plain containers only).
+``<root>/<clip key>/<k>.npz`` (or ``<root>/<clip key>_<k>.npz``) for frames ``k = 0..K-1`` at the middles of K
+equal segments of the clip (OA-Trans extracted 8 per WebVid video). Each file holds ``bbox (N, 4)`` in pixels of
+the original frame (x1, y1, x2, y2), ``image_h`` / ``image_w`` and ``info``, a pickled dict (``objects_id (N,)``
+VG-1600 class ids 0..1599, ``objects_conf (N,)``, ...). The file is read without ``allow_pickle``: ``info`` goes
+through the restricted unpickler (:func:`egovlp.utils.safe_pickle.load_npz_safely`: numpy arrays and plain
+containers only).
 
 **JSON**::
 
@@ -175,6 +176,8 @@ class BUTDDetections(_Reader):
         frames = []
         for k, time in enumerate(butd_frame_times(start, end, self.num_frames)):
             path = self.root / key / f"{k}.npz"
+            if not path.is_file() and (self.root / f"{key}_{k}.npz").is_file():  # the flat form OA-Trans also reads
+                path = self.root / f"{key}_{k}.npz"
             if not path.is_file():
                 self._bad("missing_frames", f"{path}: detections of frame {k} of clip {key} not found")
                 continue
