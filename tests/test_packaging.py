@@ -22,7 +22,7 @@ PRESETS = {
     "eval/charades", "eval/egomcq", "eval/egotaskqa", "eval/epic_mir", "eval/mq", "eval/nlq", "eval/qfvs",
     "extract/mq_video", "extract/nlq_fused", "finetune/charades", "finetune/egotaskqa", "finetune/epic_mir",
     "finetune/mq", "finetune/nlq", "finetune/qfvs", "pretrain/allinone_demo", "pretrain/demo", "pretrain/demo_text",
-    "pretrain/egoclip",
+    "pretrain/egoclip", "pretrain/egovlp_v1",
 }  # fmt: skip
 
 

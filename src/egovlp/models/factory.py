@@ -22,7 +22,7 @@ class InitConfig:
 
     checkpoint: str = ""  # egovlp .safetensors to start from (e.g. a converted official checkpoint)
     vit: str = ""  # timm / Google ViT-B/16 ImageNet weights for the video tower (.pth, .npz, .safetensors)
-    roberta: str = ""  # HuggingFace roberta-base directory or weight file for the text tower
+    roberta: str = ""  # HuggingFace text tower: roberta-base (or distilbert-base-uncased for a DistilBERT model) folder
 
 
 def build_model(cfg: Any, checkpoint: str = "", vit: str = "", roberta: str = "") -> nn.Module:
@@ -50,6 +50,10 @@ def build_model(cfg: Any, checkpoint: str = "", vit: str = "", roberta: str = ""
             raise ConfigError(f"init.vit / init.roberta initialise EgoVLPv2-family towers, not a {cfg.family} model")
         if vit:
             load_vit(model, vit)
-        if roberta:
+        if roberta and cfg.text.kind == "distilbert":  # the frozen family's text tower (distilbert-base-uncased)
+            from egovlp.models.distilbert import load_distilbert
+
+            load_distilbert(model.text_model, roberta)
+        elif roberta:
             load_roberta(model, roberta)
     return model

@@ -9,6 +9,9 @@ Work that is identical is done once (``loss.share_lower_layers``): both fused pa
 so the unfused lower video blocks (with the fusion-mode CLS token) run once and the VTM pass indexes into them; the
 MLM pass skips the last video block (no text state reads it) and the VTM pass computes only the CLS state of the last
 video block. ``share_lower_layers=False`` runs the release's three full passes (for comparison; same losses).
+
+That is the ``egovlpv2`` objective; ``loss.objective`` picks another (:mod:`egovlp.tasks.objectives`: EgoNCE,
+NormSoftmax, OA-Trans), and ``auto`` the model family's own. The task below holds no per-objective code.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from egovlp.models.factory import InitConfig
 from egovlp.models.model import EgoVLPv2
 from egovlp.models.registry import get_model_config
 from egovlp.tasks.mcq import EgoMCQConfig, EgoMCQEvaluator
+from egovlp.tasks.oa_pretrain import OAConfig
+from egovlp.tasks.objectives import Objective, register_objective, resolve_objective
 from egovlp.tasks.shared import check_crop_scale, check_vocab
 from egovlp.train.datasets import CountingCollate, TrainingDataset
 from egovlp.train.distributed import DistInfo
@@ -70,6 +75,7 @@ class PretrainDataConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
+    objective: str = "auto"  # auto: the model family's own (egovlp.tasks.objectives): egovlpv2 | egonce | normsoftmax
     temperature: float = greater_than(0, 0.05)
     positives: str = one_of(POSITIVE_MODES, "verb_and_noun")  # EgoNCE positives (none = InfoNCE)
     egonce_weight: float = at_least(0, 1.0)
@@ -92,6 +98,7 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/pretrain", epochs=20))
     egomcq: EgoMCQConfig = field(default_factory=EgoMCQConfig)  # validation ("" metadata = none)
+    oa: OAConfig = field(default_factory=OAConfig)  # object streams of loss.objective=oa_trans
 
 
 class PretrainModule(TaskModule):
@@ -201,7 +208,8 @@ class PretrainTask(Task):
         self.cfg, self.tokenizer, self.dist, self.seed = cfg, tokenizer, dist, cfg.train.seed
         self.batch_size, self.num_workers = cfg.data.batch_size, cfg.data.num_workers
         check_vocab(tokenizer, cfg.model)
-        self.module: PretrainModule | None = None
+        self.objective: Objective = resolve_objective(cfg.loss.objective, cfg.model)
+        self.module: TaskModule | None = None
         self._evaluator: EgoMCQEvaluator | None = None
         mcq = cfg.egomcq
         if mcq.metadata:  # read the validation set now: a bad path fails at start, not after the first steps
@@ -225,17 +233,20 @@ class PretrainTask(Task):
             num_nouns=d.num_nouns,
             max_rows=d.max_rows or None,
         )
-        return TrainingDataset(dataset, self.seed)
+        wrap = self.objective.wrap_dataset
+        return TrainingDataset(wrap(dataset, self.cfg) if wrap is not None else dataset, self.seed)
 
     def collate_fn(self):
         loss, fused = self.cfg.loss, self.cfg.model.has_fusion
-        mlm = loss.mlm_probability if fused and loss.mlm_weight > 0 else None  # masked per item (mlm_seed)
-        return CountingCollate(EgoClipCollate(self.tokenizer, self.cfg.data.text_max_length, "max_length", mlm))
+        use_mlm = self.objective.uses_mlm and fused and loss.mlm_weight > 0
+        mlm = loss.mlm_probability if use_mlm else None  # masked per item (mlm_seed)
+        collate = EgoClipCollate(self.tokenizer, self.cfg.data.text_max_length, "max_length", mlm)
+        wrap = self.objective.wrap_collate
+        return CountingCollate(wrap(collate, self.cfg, self.tokenizer) if wrap is not None else collate)
 
-    def build_module(self, model: nn.Module) -> PretrainModule:
-        assert isinstance(model, EgoVLPv2), "EgoVLPv2 pre-training needs an EgoVLPv2-family model"
+    def build_module(self, model: nn.Module) -> TaskModule:
         seed = self.seed * 1000 + self.dist.rank
-        self.module = PretrainModule(model, self.cfg.loss, self.tokenizer, seed, self.dist)
+        self.module = self.objective.build_module(model, self.cfg, self.tokenizer, seed, self.dist)
         return self.module
 
     def evaluate(self, model: nn.Module, dist: DistInfo) -> dict[str, float]:
@@ -246,8 +257,19 @@ class PretrainTask(Task):
         return {f"egomcq/{k}": v for k, v in self._evaluator(model).items()}
 
     def state_dict(self) -> dict:
-        return {"generator": self.module.generator.get_state()} if self.module is not None else {}
+        return {"generator": self.module.generator.get_state()} if isinstance(self.module, PretrainModule) else {}
 
     def load_state_dict(self, state: dict) -> None:
-        if "generator" in state and self.module is not None:
+        if "generator" in state and isinstance(self.module, PretrainModule):
             self.module.generator.set_state(state["generator"])
+
+
+def _egovlpv2_module(model: nn.Module, cfg: PretrainConfig, tokenizer: Tokenizer, seed: int, dist: DistInfo):
+    if not isinstance(model, EgoVLPv2):
+        raise ConfigError("loss.objective=egovlpv2 needs an EgoVLPv2-class model")
+    return PretrainModule(model, cfg.loss, tokenizer, seed, dist)
+
+
+register_objective(
+    Objective("egovlpv2", "EgoNCE (dual) + MLM + VTM (fused passes): EgoVLPv2", _egovlpv2_module, uses_mlm=True)
+)

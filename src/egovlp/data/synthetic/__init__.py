@@ -10,6 +10,7 @@
     narration_verb_taxonomy.csv       verb classes (Ego4D's label,group format)
     narration_noun_taxonomy.csv       noun classes
     tokenizer/                        byte-level BPE trained on the narrations (tokenizer.json, vocab.json, merges.txt)
+    detections.json, objects_vocab.txt  exact object boxes per EgoClip clip (egovlp.data.detections JSON form)
     epic/                             EK-100 MIR set (official CSVs, relevancy pickles, whole videos; SynthConfig.epic)
     charades/                         Charades-Ego set (official CSVs, class list, whole videos; SynthConfig.charades)
     egotaskqa/                        EgoTaskQA set (question JSONs, answer set, short videos; SynthConfig.egotaskqa)
@@ -123,6 +124,7 @@ def _readme(manifest: dict) -> str:
         "narration.json              raw narrations, Ego4D layout\n"
         f"narration_*_taxonomy.csv    {manifest['num_verbs']} verbs, {manifest['num_nouns']} nouns (label,group)\n"
         "tokenizer/                  byte-level BPE trained on the narrations\n"
+        "detections.json             exact object boxes of the EgoClip clips (OA-Trans), objects_vocab.txt classes\n"
         + _downstream_readme(manifest["files"])
         + "manifest.json               all of the above, machine-readable, with the generating config\n\n"
         f"Use chunk_seconds={manifest['chunk_seconds']} (or 0: videos/{CHUNKS_FILE} records it), "

@@ -112,21 +112,33 @@ class VideoRenderer:
         rgb = np.array(self.world.colours[colour][1], dtype=np.float32) * light
         frame[y0:y1, x0:x1][mask] = rgb.astype(np.uint8)
 
-    def frame(self, t: float) -> np.ndarray:
-        """The frame shown at time ``t`` seconds, ``(H, W, 3)`` uint8 RGB."""
+    def _shake(self, t: float) -> tuple[float, float]:
         fx, fy, px, py = self.video.scene.shake
         ox = self.amplitude * math.sin(2 * math.pi * fx * t + px)
         oy = self.amplitude * math.sin(2 * math.pi * fy * t + py)
+        return ox, oy
+
+    def objects(self, t: float) -> list[tuple[int, float, float, float, float]]:
+        """The objects drawn at time ``t``, in drawing order: ``(prop, cx, cy, radius, light)`` in pixels (the
+        distractors, then the handled object); their exact boxes are the synthetic world's detections."""
+        if not self.video.events:
+            return []
+        ox, oy = self._shake(t)
+        e = self.video.events[int(np.searchsorted(self.bounds, t))]
+        out = [(prop, slot * self.width - ox, 0.66 * self.height - oy, 0.7 * self.radius, 1.0)
+               for slot, prop in zip((0.16, 0.84), e.distractors)]  # fmt: skip
+        x, y, size, light = _state(self.world, e, t)
+        out.append((e.prop, x * self.width - ox, y * self.height - oy, size * self.radius, light))
+        return out
+
+    def frame(self, t: float) -> np.ndarray:
+        """The frame shown at time ``t`` seconds, ``(H, W, 3)`` uint8 RGB."""
+        ox, oy = self._shake(t)
         s = self.shake
         frame = self.background[s + round(oy) : s + round(oy) + self.height, s + round(ox) : s + round(ox) + self.width]
         frame = frame.copy()
-        if not self.video.events:
-            return frame
-        e = self.video.events[int(np.searchsorted(self.bounds, t))]
-        for slot, prop in zip((0.16, 0.84), e.distractors):
-            self._draw(frame, prop, slot * self.width - ox, 0.66 * self.height - oy, 0.7 * self.radius)
-        x, y, size, light = _state(self.world, e, t)
-        self._draw(frame, e.prop, x * self.width - ox, y * self.height - oy, size * self.radius, light)
+        for prop, cx, cy, r, light in self.objects(t):
+            self._draw(frame, prop, cx, cy, r, light)
         return frame
 
 

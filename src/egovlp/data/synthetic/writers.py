@@ -13,6 +13,7 @@ from pathlib import Path
 
 from egovlp.data.egoclip_table import write_egoclip_csv
 from egovlp.data.synthetic.charades_ego import write_charades_ego
+from egovlp.data.synthetic.detections import write_detections
 from egovlp.data.synthetic.egotaskqa import write_egotaskqa
 from egovlp.data.synthetic.epic_mir import write_epic_mir
 from egovlp.data.synthetic.episodic import write_episodic
@@ -124,4 +125,5 @@ WRITERS: dict[str, Writer] = {
     "egotaskqa": write_egotaskqa,  # egotaskqa/ (SynthConfig.egotaskqa)
     "episodic": write_episodic,  # episodic/ (SynthConfig.episodic): Ego4D NLQ + MQ
     "qfvs": write_qfvs,  # qfvs/ (SynthConfig.qfvs): UT-Egocentric QFVS layout
+    "detections": write_detections,  # detections.json + objects_vocab.txt: the EgoClip clips' objects (OA-Trans)
 }
