@@ -103,7 +103,7 @@ def test_finetune_then_evaluate_the_saved_weights(task, world, tiny_weights, tmp
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["evaluate", "epic_mr", "--checkpoint", "w.safetensors"], "did you mean epic_mir?"),
+        (["evaluate", "epic_mr", "--checkpoint", "w.safetensors"], "did you mean epic_mir or epic_mir_vtm?"),
         (["finetune", "egomcq"], "unknown fine-tunable task 'egomcq' (known: charades, "),
         (["evaluate", "charades"], "--checkpoint is required"),
         (["evaluate", "charades", "--checkpoint", "w.safetensors"], "data.annotation_dir, data.video_root"),

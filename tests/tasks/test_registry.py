@@ -93,13 +93,20 @@ def test_builtin_tasks_are_registered():
     assert set(list_tasks(finetune=True)) >= {"epic_mir", "charades"} and not tasks["egomcq"].can_finetune
 
 
-@pytest.mark.parametrize("module", ["egomcq", "epic_mir", "charades", "pretrain", "text_mlm"])
+TASK_MODULES = (
+    "egomcq", "epic_mir", "charades", "pretrain", "text_mlm", "egotaskqa", "qfvs", "nlq", "mq", "oa_pretrain",
+    "pretrain_allinone", "video_mc", "epic_mir_vtm", "charades_vtm",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("module", TASK_MODULES)
 def test_a_task_module_imports_no_sibling_task(module):
-    """Tasks share helpers through tasks.shared / tasks.mcq / tasks.registry only, never through another task."""
+    """Tasks share helpers through tasks.shared / mcq / registry / objectives / pretrain_families only, never through
+    another task."""
     import subprocess
     import sys
 
-    siblings = {"egomcq", "epic_mir", "charades", "pretrain", "text_mlm"} - {module}
+    siblings = set(TASK_MODULES) - {module}
     probe = (
         f"import sys; import egovlp.tasks.{module}; "
         f"print(sorted(m for m in sys.modules if m.rpartition('.')[2] in {sorted(siblings)!r} "

@@ -41,8 +41,8 @@ from egovlp.tasks.shared import (
     encode_videos,
     first_items,
     gather_shards,
+    mir_table,
     sharded_loader,
-    table_row,
 )
 from egovlp.train.datasets import CountingCollate, TrainingDataset
 from egovlp.train.distributed import DistInfo
@@ -240,15 +240,9 @@ class EpicMIRTask(Task):
 
 def format_table(m: dict[str, Any]) -> str:
     """The mAP / nDCG table (percent) of ``egovlp evaluate epic_mir``."""
-    lines = [
-        f"EK-100 multi-instance retrieval (%), {int(m['clips'])} clips x {int(m['sentences'])} sentences",
-        f"{'':22s}{'V2T':>10s}{'T2V':>10s}{'AVG':>10s}",
-        table_row("mAP", [m["mAP_V2T"], m["mAP_T2V"], m["mAP_AVG"]]),
-        table_row("nDCG", [m["nDCG_V2T"], m["nDCG_T2V"], m["nDCG_AVG"]]),
-    ]
-    if m.get("skipped_clips"):
-        lines.append(f"skipped clips: {int(m['skipped_clips'])}")
-    return "\n".join(lines)
+    return mir_table(
+        f"EK-100 multi-instance retrieval (%), {int(m['clips'])} clips x {int(m['sentences'])} sentences", m
+    )
 
 
 _PATHS = ("data.annotation_dir", "data.video_root", "data.tokenizer")

@@ -38,8 +38,8 @@ from egovlp.tasks.shared import (
     encode_videos,
     first_items,
     merge_shards,
+    mir_table,
     sharded_loader,
-    table_row,
 )
 from egovlp.train.distributed import DistInfo, gather_objects
 
@@ -152,16 +152,11 @@ class EpicVTMEvaluator:
 
 
 def format_table(m: dict[str, Any]) -> str:
-    lines = [
+    title = (
         f"EK-100 multi-instance retrieval, VTM re-ranking of the top {int(m['k'])} (%), {int(m['clips'])} clips x "
-        f"{int(m['sentences'])} sentences; {int(m['vtm_pairs'])} of {int(m['full_pairs'])} pairs scored",
-        f"{'':22s}{'V2T':>10s}{'T2V':>10s}{'AVG':>10s}",
-        table_row("mAP", [m["mAP_V2T"], m["mAP_T2V"], m["mAP_AVG"]]),
-        table_row("nDCG", [m["nDCG_V2T"], m["nDCG_T2V"], m["nDCG_AVG"]]),
-    ]
-    if m.get("skipped_clips"):
-        lines.append(f"skipped clips: {int(m['skipped_clips'])}")
-    return "\n".join(lines)
+        f"{int(m['sentences'])} sentences; {int(m['vtm_pairs'])} of {int(m['full_pairs'])} pairs scored"
+    )
+    return mir_table(title, m)
 
 
 def _make_evaluator(cfg: EpicVTMEvalConfig, tokenizer: Tokenizer, model, dist: DistInfo, progress: bool = False):

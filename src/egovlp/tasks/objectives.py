@@ -24,14 +24,16 @@ from typing import Any, cast
 
 from torch import Tensor, nn
 
+from egovlp.config import at_least, one_of
 from egovlp.errors import ConfigError
 from egovlp.losses import EgoNCELoss, GatherGrad
-from egovlp.losses.egonce import Positives
+from egovlp.losses.egonce import POSITIVE_MODES, Positives
 from egovlp.train.task import TaskModule
 
 __all__ = [
     "AUTO_RULES",
     "DualContrastModule",
+    "OAConfig",
     "Objective",
     "default_objective",
     "get_objective",
@@ -39,6 +41,29 @@ __all__ = [
     "register_objective",
     "resolve_objective",
 ]
+
+
+# The config sections of objectives that the pre-training config embeds live here, beside the registry, so that
+# egovlp.tasks.pretrain imports no sibling task module.
+@dataclass(frozen=True)
+class OAConfig:
+    """The ``oa`` section of ``egovlp pretrain`` (used with ``loss.objective=oa_trans``)."""
+
+    detections: str = ""  # a BUTD folder (<clip_idx>/<k>.npz) or a .json file (egovlp.data.detections)
+    vocab: str = ""  # objects_vocab.txt (VG-1600 for BUTD); needed where labels are class ids
+    butd_frames: int = at_least(1, 8)  # BUTD frames per clip (the middles of equal segments; OA-Trans: 8)
+    bad_detections: str = one_of(("raise", "skip"), "skip")  # missing frame / bad box / unknown class id
+    top_k: int = at_least(1, 10)  # objects of the anchor frame (release: 10, 15 or 20 by variant)
+    tag_max_length: int = at_least(2, 24)  # tokens of the tag sentence (twice this for caption + tags)
+    variant: str = one_of(("four_stream", "global_local"), "four_stream")  # the paper's | the released code's
+    video_text_positives: str = one_of(POSITIVE_MODES, "none")  # none: NormSoftmax (OA-Trans); EgoNCE otherwise
+    # weights; the paper's are not public: all 1
+    video_text_weight: float = at_least(0, 1.0)
+    video_tags_weight: float = at_least(0, 1.0)  # four_stream
+    anchor_text_weight: float = at_least(0, 1.0)  # four_stream
+    caption_tags_weight: float = at_least(0, 1.0)  # global_local: nce(caption + tags, video)
+    region_weight: float = at_least(0, 1.0)  # global_local: nce(mean tag features, mean region features)
+
 
 #: modules that register further objectives when imported (egovlpv2 registers from egovlp.tasks.pretrain)
 OBJECTIVE_MODULES: tuple[str, ...] = ("egovlp.tasks.pretrain", "egovlp.tasks.oa_pretrain")

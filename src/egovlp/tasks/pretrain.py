@@ -26,9 +26,7 @@ from torch import Tensor, nn
 
 from egovlp.config import at_least, greater_than, one_of, rule
 from egovlp.data.collate import EgoClipCollate
-from egovlp.data.egoclip import EgoClipDataset
 from egovlp.data.tokenizer import Tokenizer
-from egovlp.data.transforms import train_transform
 from egovlp.errors import ConfigError
 from egovlp.losses import EgoNCELoss, GatherGrad, all_gather_nograd, mlm_loss, sample_vtm_pairs, vtm_loss
 from egovlp.losses.egonce import POSITIVE_MODES, Positives
@@ -39,9 +37,8 @@ from egovlp.models.factory import InitConfig
 from egovlp.models.model import EgoVLPv2
 from egovlp.models.registry import get_model_config
 from egovlp.tasks.mcq import EgoMCQConfig, EgoMCQEvaluator
-from egovlp.tasks.oa_pretrain import OAConfig
-from egovlp.tasks.objectives import Objective, register_objective, resolve_objective
-from egovlp.tasks.shared import check_crop_scale, check_vocab
+from egovlp.tasks.objectives import OAConfig, Objective, register_objective, resolve_objective
+from egovlp.tasks.shared import check_crop_scale, check_vocab, egoclip_training_clips
 from egovlp.train.datasets import CountingCollate, TrainingDataset
 from egovlp.train.distributed import DistInfo
 from egovlp.train.loop import TrainConfig
@@ -220,19 +217,7 @@ class PretrainTask(Task):
 
     def train_dataset(self) -> TrainingDataset:
         d = self.cfg.data
-        dataset = EgoClipDataset(
-            d.metadata,
-            d.video_root,
-            d.num_frames,
-            train_transform(self.cfg.model.video.img_size, (d.crop_scale[0], d.crop_scale[1]), d.hflip),
-            chunk_seconds=d.chunk_seconds,
-            sample="rand",
-            scene_negatives=d.scene_negatives,
-            bad_input=d.bad_input,
-            num_verbs=d.num_verbs,
-            num_nouns=d.num_nouns,
-            max_rows=d.max_rows or None,
-        )
+        dataset = egoclip_training_clips(d, self.cfg.model.video.img_size, scene_negatives=d.scene_negatives)
         wrap = self.objective.wrap_dataset
         return TrainingDataset(wrap(dataset, self.cfg) if wrap is not None else dataset, self.seed)
 

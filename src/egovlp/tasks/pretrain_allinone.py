@@ -28,9 +28,7 @@ from torch import Tensor, nn
 
 from egovlp.config import at_least, greater_than, one_of, rule
 from egovlp.data.collate import EgoClipCollate
-from egovlp.data.egoclip import EgoClipDataset
 from egovlp.data.tokenizer import Tokenizer
-from egovlp.data.transforms import train_transform
 from egovlp.errors import ConfigError
 from egovlp.losses import EgoNCELoss, GatherGrad
 from egovlp.models.allinone_config import AllInOneConfig
@@ -38,7 +36,7 @@ from egovlp.models.allinone_model import AllInOne
 from egovlp.models.factory import InitConfig
 from egovlp.models.registry import get_model_config
 from egovlp.tasks.mcq import EgoMCQConfig, EgoMCQEvaluator
-from egovlp.tasks.shared import check_crop_scale, check_vocab
+from egovlp.tasks.shared import check_crop_scale, check_vocab, egoclip_training_clips
 from egovlp.train.datasets import CountingCollate, TrainingDataset
 from egovlp.train.distributed import DistInfo
 from egovlp.train.loop import TrainConfig
@@ -184,18 +182,7 @@ class AllInOnePretrainTask(Task):
 
     def train_dataset(self) -> TrainingDataset:
         d = self.cfg.data
-        dataset = EgoClipDataset(
-            d.metadata,
-            d.video_root,
-            d.num_frames,
-            train_transform(self.cfg.model.video.img_size, (d.crop_scale[0], d.crop_scale[1]), d.hflip),
-            chunk_seconds=d.chunk_seconds,
-            sample="rand",
-            bad_input=d.bad_input,
-            num_verbs=d.num_verbs,
-            num_nouns=d.num_nouns,
-            max_rows=d.max_rows or None,
-        )
+        dataset = egoclip_training_clips(d, self.cfg.model.video.img_size)
         return TrainingDataset(dataset, self.seed)
 
     def collate_fn(self):

@@ -54,6 +54,19 @@ def table_row(name: str, values: Sequence[float], width: int = 10) -> str:
     return f"{name:22s}" + "".join(cells)
 
 
+def mir_table(title: str, m: dict[str, Any]) -> str:
+    """The EK-100 MIR mAP / nDCG table (percent, V2T / T2V / average) under ``title``."""
+    lines = [
+        title,
+        f"{'':22s}{'V2T':>10s}{'T2V':>10s}{'AVG':>10s}",
+        table_row("mAP", [m["mAP_V2T"], m["mAP_T2V"], m["mAP_AVG"]]),
+        table_row("nDCG", [m["nDCG_V2T"], m["nDCG_T2V"], m["nDCG_AVG"]]),
+    ]
+    if m.get("skipped_clips"):
+        lines.append(f"skipped clips: {int(m['skipped_clips'])}")
+    return "\n".join(lines)
+
+
 def dual_evaluator(evaluator: Callable[..., Any]) -> Callable[..., Any]:
     """A registry ``make_evaluator`` for evaluators built as ``evaluator(cfg.data, cfg.eval, tokenizer, img_size,
     dist, progress)`` (the dual-encoder tasks), checking the tokenizer against the model first."""
@@ -63,6 +76,28 @@ def dual_evaluator(evaluator: Callable[..., Any]) -> Callable[..., Any]:
         return evaluator(cfg.data, cfg.eval, tokenizer, model.cfg.video.img_size, dist, progress)
 
     return make
+
+
+def egoclip_training_clips(data: Any, img_size: int, scene_negatives: bool = False) -> Dataset:
+    """The EgoClip training clips of a pre-training ``data`` config section (random frames, the training transform;
+    fields ``metadata``, ``video_root``, ``num_frames``, ``crop_scale``, ``hflip``, ``chunk_seconds``, ``bad_input``,
+    ``num_verbs``, ``num_nouns``, ``max_rows``), with scene-aware negatives when asked."""
+    from egovlp.data.egoclip import EgoClipDataset
+    from egovlp.data.transforms import train_transform
+
+    return EgoClipDataset(
+        data.metadata,
+        data.video_root,
+        data.num_frames,
+        train_transform(img_size, (data.crop_scale[0], data.crop_scale[1]), data.hflip),
+        chunk_seconds=data.chunk_seconds,
+        sample="rand",
+        scene_negatives=scene_negatives,
+        bad_input=data.bad_input,
+        num_verbs=data.num_verbs,
+        num_nouns=data.num_nouns,
+        max_rows=data.max_rows or None,
+    )
 
 
 def check_vocab(tokenizer: Tokenizer, model_cfg: ModelConfig) -> None:
