@@ -155,8 +155,9 @@ def test_mlm_masking_belongs_to_the_item_not_the_batch(small_world, tokenizer):
     assert len({it["mlm_seed"] for it in items}) == len(items)
 
 
-def test_missing_init_paths_fail_at_start_naming_the_key(tmp_path, capsys):
+def test_missing_init_paths_fail_at_start_naming_the_key(tmp_path, capsys, monkeypatch):
     """The demo's stage-2 config alone needs stage 1's text tower: the run says so before loading any data."""
+    monkeypatch.chdir(tmp_path)  # the preset's relative paths: not a demo/ that `make demo` left in the checkout
     assert main(["pretrain", "--config", "pretrain/demo", f"train.output_dir={tmp_path}"]) == 1
     err = capsys.readouterr().err
     assert "init.roberta=demo/text/roberta: no such file or folder" in err and "pretrain-text" in err
