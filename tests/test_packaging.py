@@ -60,6 +60,15 @@ def test_preset_names_resolve_from_any_directory(spec, group, expected, tmp_path
     assert preset_text(spec, group) == path.read_text()
 
 
+def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()  # what `make demo` leaves in a checkout
+    (tmp_path / "mine").mkdir()
+    assert resolve_config("demo", "pretrain").samefile(SHIPPED / "pretrain" / "demo.yaml")
+    with pytest.raises(ConfigError, match="config mine is a directory, not a YAML file"):
+        resolve_config("mine", "pretrain")
+
+
 def test_an_existing_path_wins_over_a_preset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "egoclip").write_text("train:\n  epochs: 1\n")
@@ -111,7 +120,8 @@ def test_configs_command_lists_and_prints(capsys):
     assert main(["configs"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == sorted(PRESETS)
-    assert lines[-1].startswith("pretrain/egoclip    EgoVLPv2 pre-training on EgoClip as released")
+    egoclip = next(line for line in lines if line.startswith("pretrain/egoclip "))
+    assert egoclip.split(None, 1)[1].startswith("EgoVLPv2 pre-training on EgoClip as released")
     assert main(["configs", "finetune/epic_mir"]) == 0
     assert capsys.readouterr().out == (SHIPPED / "finetune" / "epic_mir.yaml").read_text()
     assert main(["configs", "epic_mir", "--group", "eval"]) == 0

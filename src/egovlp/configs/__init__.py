@@ -142,7 +142,10 @@ def resolve_config(spec: str | Path, group: str | None = None) -> Path:
     path = Path(spec).expanduser()
     if path.is_file():
         return path
-    if path.is_dir():
-        raise ConfigError(f"config {spec} is a directory, not a YAML file")
-    name = _preset_name(str(spec), group)
+    try:  # a folder of the same name (the demo/ that `make demo` writes) does not hide the preset
+        name = _preset_name(str(spec), group)
+    except ConfigError:
+        if path.is_dir():
+            raise ConfigError(f"config {spec} is a directory, not a YAML file") from None
+        raise
     return _as_path(_preset_files()[name], name)
