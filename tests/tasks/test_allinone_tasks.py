@@ -68,6 +68,32 @@ def test_mc_files_are_read_with_errors_naming_line_and_field(tmp_path):
             load_video_mc(tmp_path / "mc.jsonl")
 
 
+def test_mc_tables_csv_and_tsv_read_as_the_json_form(tmp_path):
+    csv_file = tmp_path / "mc.csv"
+    csv_file.write_text('answer,clip_name,option_1,option_0,option_2\n2,video7010,"b, with a comma",a,c\n\n'
+                        "0,video7011,e,d,f\n")  # fmt: skip
+    questions = load_video_mc(csv_file)
+    assert [(q.clip_name, q.answer, q.options) for q in questions] == [
+        ("video7010", 2, ("a", "b, with a comma", "c")), ("video7011", 0, ("d", "e", "f"))
+    ]  # fmt: skip
+    tsv_file = tmp_path / "mc.tsv"
+    tsv_file.write_text("clip_name\tanswer\toption_0\toption_1\nv\t1\tx, y\tz\n")
+    assert load_video_mc(tsv_file)[0].options == ("x, y", "z")
+    cases = {
+        "clip_name,answer,option_0\nv,0,a\n": r"mc.csv:1: the header must name clip_name, answer and option_0",
+        "clip_name,answer,option_0,option_2\nv,0,a,b\n": r"mc.csv:1: the header must name",
+        "clip_name,option_0,option_1\nv,a,b\n": r"mc.csv:1: the header must name",
+        "clip_name,answer,option_0,option_1\nv,0,a\n": r"mc.csv:2: 3 fields, the header has 4",
+        "clip_name,answer,option_0,option_1\nv,0,a,b\nw,one,a,b\n": r"mc.csv:3: field 'answer' must be an option",
+        "clip_name,answer,option_0,option_1\nv,0,a,b\nw,2,a,b\n": r"mc.csv:3: field 'answer' must be an option index",
+        "": r"mc.csv: empty file",
+    }
+    for content, message in cases.items():
+        csv_file.write_text(content)
+        with pytest.raises(DataError, match=message):
+            load_video_mc(csv_file)
+
+
 class _Scorer:
     """A stand-in model: the score of an option is its second token id (so the answer is known)."""
 

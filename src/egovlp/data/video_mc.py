@@ -3,14 +3,18 @@
 The release reads ``msrvtt_mc_test.jsonl``: one JSON object per line, ``{"clip_name": "video7010", "options":
 ["a man ...", ...], "answer": 2}`` with the video at ``<videos>/<clip_name>.mp4``; it scores every option with the
 joint model's VTM score and answers with the highest (zero-shot, families.md §4d). This module reads that format
-(JSON lines, or a JSON list of the same objects) with errors naming the file, line and field, and loads the videos
+(JSON lines, or a JSON list of the same objects), and the same questions as a CSV / TSV table with a header
+``clip_name, answer, option_0, ..., option_{K-1}`` (one question per row; a ``.tsv`` file is tab-separated), with
+errors naming the file, line and field, and loads the videos
 (F frames at the middles of F equal segments of the whole video, as the release's test sampling).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,15 +52,55 @@ def _question(entry: Any, where: str) -> MCQuestion:
     return MCQuestion(clip, tuple(options), int(answer))
 
 
+_OPTION = re.compile(r"option_(\d+)")
+
+
+def _csv_entries(name: str) -> list[tuple[Any, str]]:
+    """``({clip_name, options, answer}, "file:line")`` per row of a CSV / TSV question table."""
+    if not os.path.isfile(name):
+        raise DataError(f"{name}: no such multiple-choice file")
+    with open(name, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t" if name.endswith(".tsv") else ",")
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{name}: empty file (expected a header: clip_name, answer, option_0, option_1, ...)")
+        header = [h.strip() for h in header]
+        option_cols = sorted((int(m.group(1)), i) for i, h in enumerate(header) if (m := _OPTION.fullmatch(h)))
+        missing = [c for c in ("clip_name", "answer") if c not in header]
+        if missing or len(option_cols) < 2 or [k for k, _ in option_cols] != list(range(len(option_cols))):
+            raise DataError(
+                f"{name}:1: the header must name clip_name, answer and option_0, option_1, ... (consecutive), "
+                f"got {header}"
+            )
+        clip_col, answer_col = header.index("clip_name"), header.index("answer")
+        entries = []
+        for line, row in enumerate(reader, 2):
+            if not any(cell.strip() for cell in row):
+                continue
+            where = f"{name}:{line}"
+            if len(row) != len(header):
+                raise DataError(f"{where}: {len(row)} fields, the header has {len(header)}")
+            try:
+                answer: Any = int(row[answer_col])
+            except ValueError:
+                raise DataError(f"{where}: field 'answer' must be an option index, got {row[answer_col]!r}") from None
+            options = [row[i] for _, i in option_cols]
+            entries.append(({"clip_name": row[clip_col], "options": options, "answer": answer}, where))
+    return entries
+
+
 def load_video_mc(path: str | os.PathLike) -> list[MCQuestion]:
-    """The questions of a ``.jsonl`` (one object per line) or ``.json`` (a list of objects) file.
+    """The questions of a ``.jsonl`` (one object per line), ``.json`` (a list of objects) or ``.csv`` / ``.tsv``
+    (a header ``clip_name, answer, option_0, ...``, one question per row) file.
 
     Every question must have the same number of options (MSRVTT-MC: 5). :class:`DataError` names the file and the
     line (JSON lines) or item (JSON list) of a bad record.
     """
     name = str(path)
     entries: list[tuple[Any, str]] = []
-    if Path(name).suffix == ".jsonl":
+    if Path(name).suffix in (".csv", ".tsv"):
+        entries = _csv_entries(name)
+    elif Path(name).suffix == ".jsonl":
         if not os.path.isfile(name):
             raise DataError(f"{name}: no such multiple-choice file")
         with open(name, encoding="utf-8") as f:

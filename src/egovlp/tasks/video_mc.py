@@ -32,7 +32,7 @@ __all__ = ["VideoMCConfig", "VideoMCEvalConfig", "VideoMCEvaluator", "format_tab
 
 @dataclass(frozen=True)
 class VideoMCConfig:
-    metadata: str = ""  # msrvtt_mc_test.jsonl (JSON lines) or a .json list of {clip_name, options, answer}
+    metadata: str = ""  # msrvtt_mc_test.jsonl (JSON lines), a .json list of {clip_name, options, answer}, or .csv/.tsv
     video_root: str = ""  # <root>/<clip_name>.mp4 (the release: <data>/videos/all)
     tokenizer: str = ""  # the model's tokenizer folder (bert-base-uncased vocab.txt for the released All-in-one)
     num_frames: int = at_least(1, 3)  # frames of each whole video (the release: 3)
