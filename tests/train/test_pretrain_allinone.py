@@ -23,38 +23,15 @@ from egovlp.tasks.pretrain_allinone import (
     AllInOnePretrainTask,
     vtm_pairs,
 )
-from helpers import add_mlm, as_overrides, kill_and_resume
+from helpers import add_mlm, as_overrides, kill_and_resume, tiny_pretrain_overrides
 
 PRESET = "allinone_demo"
 
 
 def overrides(world, out_dir, **extra) -> list[str]:
-    values = {
-        "data.video_root": world.files["videos"],
-        "data.metadata": world.files["egoclip"],
-        "data.tokenizer": world.files["tokenizer"],
-        "data.chunk_seconds": world.chunk_seconds,
-        "data.num_verbs": world.num_verbs,
-        "data.num_nouns": world.num_nouns,
-        "data.batch_size": 4,
-        "data.num_workers": 0,
-        "model.text.vocab_size": 300,
-        "egomcq.metadata": world.files["egomcq"],
-        "egomcq.video_root": world.files["videos"],
-        "egomcq.chunk_seconds": world.chunk_seconds,
-        "egomcq.num_workers": 0,
-        "egomcq.batch_size": 4,
-        "train.output_dir": out_dir,
-        "train.max_steps": 4,
-        "train.log_every": 1,
-        "train.eval_every": 0,
-        "train.save_every": 0,
-        "train.progress": False,
-        "train.tensorboard": False,
-        "train.plot": False,
-        **extra,
-    }
-    return as_overrides(values)
+    """The demo overrides of the EgoVLPv2 tests for the All-in-one preset (no init.roberta: one ViT, no text tower)."""
+    extra = {"model.text.vocab_size": 300, "train.plot": False, **extra}
+    return [o for o in tiny_pretrain_overrides(world, out_dir, **extra) if not o.startswith("init.roberta=")]
 
 
 @pytest.fixture
